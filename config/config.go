@@ -1,0 +1,208 @@
+// Package config holds byop's settings: defaults, then a YAML file, then
+// BYOP_* environment variables, each overriding the one before.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"gopkg.in/yaml.v3"
+)
+
+// Config is every setting of byop. The README lists them with their defaults;
+// keep the two in step.
+type Config struct {
+	// Listen is the address of the webhook receiver and byop's own pages.
+	Listen string `yaml:"listen" env:"BYOP_LISTEN"`
+	// PublicURL is how GitHub users reach byop's pages (links in statuses and comments).
+	PublicURL string `yaml:"public_url" env:"BYOP_PUBLIC_URL"`
+	// WebhookSecret is the GitHub webhook secret. byop refuses to start without one.
+	WebhookSecret Secret `yaml:"webhook_secret" env:"BYOP_WEBHOOK_SECRET"`
+	// GitHubToken is a token for GitHub's REST API and for cloning. Without it,
+	// byop still runs and shows its reports on its own pages only.
+	GitHubToken Secret `yaml:"github_token" env:"BYOP_GITHUB_TOKEN"`
+	// GitHubAPIURL is GitHub's REST API base (GitHub Enterprise Server: https://host/api/v3/).
+	GitHubAPIURL string `yaml:"github_api_url" env:"BYOP_GITHUB_API_URL"`
+	// RedisAddr is the Redis server holding the task queue.
+	RedisAddr string `yaml:"redis_addr" env:"BYOP_REDIS_ADDR"`
+	// BuildKitAddr is the buildkitd address.
+	BuildKitAddr string `yaml:"buildkit_addr" env:"BYOP_BUILDKIT_ADDR"`
+	// RegistryPrefix is where images go: <prefix>/<owner>/<repo>:<sha>.
+	RegistryPrefix string `yaml:"registry_prefix" env:"BYOP_REGISTRY_PREFIX"`
+	// RegistryInsecure talks plain HTTP to the registry.
+	RegistryInsecure bool `yaml:"registry_insecure" env:"BYOP_REGISTRY_INSECURE"`
+	// PreviewDomain is the parent domain of preview hosts: pr-<n>.<repo>.<owner>.<domain>.
+	PreviewDomain string `yaml:"preview_domain" env:"BYOP_PREVIEW_DOMAIN"`
+	// RouterAddr is the address of byop's preview router.
+	RouterAddr string `yaml:"router_addr" env:"BYOP_ROUTER_ADDR"`
+	// RouterPublicPort is the port in preview URLs; 0 means the router's own
+	// port, and 80 leaves the port out.
+	RouterPublicPort int `yaml:"router_public_port" env:"BYOP_ROUTER_PUBLIC_PORT"`
+	// DataDir holds the database, work dirs, repository caches and compose files.
+	DataDir string `yaml:"data_dir" env:"BYOP_DATA_DIR"`
+	// Repositories lists what byop builds: exact "owner/repo" or "owner/*".
+	Repositories []string `yaml:"repositories" env:"BYOP_REPOSITORIES" envSeparator:","`
+	// Concurrency is how many tasks the worker runs at once.
+	Concurrency int `yaml:"concurrency" env:"BYOP_CONCURRENCY"`
+	// BuildTimeout bounds fetching, building and pushing one commit.
+	BuildTimeout time.Duration `yaml:"build_timeout" env:"BYOP_BUILD_TIMEOUT"`
+	// DeployTimeout bounds starting a preview until it answers HTTP.
+	DeployTimeout time.Duration `yaml:"deploy_timeout" env:"BYOP_DEPLOY_TIMEOUT"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level" env:"BYOP_LOG_LEVEL"`
+}
+
+// Default returns the settings byop uses when nothing overrides them.
+func Default() Config {
+	return Config{
+		Listen:           ":8080",
+		PublicURL:        "http://localhost:8080",
+		GitHubAPIURL:     "https://api.github.com/",
+		RedisAddr:        "127.0.0.1:6379",
+		BuildKitAddr:     "unix:///run/buildkit/buildkitd.sock",
+		RegistryPrefix:   "127.0.0.1:5000/byop",
+		RegistryInsecure: true,
+		PreviewDomain:    "localhost",
+		RouterAddr:       ":8081",
+		DataDir:          "/var/lib/byop",
+		Concurrency:      4,
+		BuildTimeout:     20 * time.Minute,
+		DeployTimeout:    2 * time.Minute,
+		LogLevel:         "info",
+	}
+}
+
+// Load reads the defaults, then the YAML file at path (if path is not
+// empty), then the environment given as KEY=value pairs (os.Environ()).
+func Load(path string, environ []string) (Config, error) {
+	cfg := Default()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return Config{}, fmt.Errorf("reading config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			return Config{}, fmt.Errorf("parsing config %s: %w", path, err)
+		}
+	}
+	opts := env.Options{Environment: envMap(environ)}
+	if err := env.ParseWithOptions(&cfg, opts); err != nil {
+		return Config{}, fmt.Errorf("reading environment: %w", err)
+	}
+	return cfg, nil
+}
+
+func envMap(environ []string) map[string]string {
+	m := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// Validate reports every setting that cannot work, all at once.
+func (c Config) Validate() error {
+	var errs []error
+	if strings.TrimSpace(c.WebhookSecret.Reveal()) == "" {
+		errs = append(errs, errors.New("webhook_secret (BYOP_WEBHOOK_SECRET) is empty: byop refuses to accept unsigned webhooks"))
+	}
+	if _, err := absoluteHTTPURL(c.PublicURL); err != nil {
+		errs = append(errs, fmt.Errorf("public_url: %w", err))
+	}
+	if u, err := absoluteHTTPURL(c.GitHubAPIURL); err != nil {
+		errs = append(errs, fmt.Errorf("github_api_url: %w", err))
+	} else if u.User != nil {
+		errs = append(errs, errors.New("github_api_url must not carry credentials: set github_token"))
+	}
+	for name, addr := range map[string]string{"listen": c.Listen, "router_addr": c.RouterAddr, "redis_addr": c.RedisAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", name, addr, err))
+		}
+	}
+	if c.BuildKitAddr == "" {
+		errs = append(errs, errors.New("buildkit_addr is empty"))
+	}
+	if c.RegistryPrefix == "" || strings.Contains(c.RegistryPrefix, "://") || strings.HasSuffix(c.RegistryPrefix, "/") {
+		errs = append(errs, fmt.Errorf("registry_prefix %q: want host[:port][/path], no scheme, no trailing slash", c.RegistryPrefix))
+	}
+	if c.PreviewDomain == "" || strings.ContainsAny(c.PreviewDomain, "/: ") {
+		errs = append(errs, fmt.Errorf("preview_domain %q: want a DNS name", c.PreviewDomain))
+	}
+	if c.RouterPublicPort < 0 || c.RouterPublicPort > 65535 {
+		errs = append(errs, fmt.Errorf("router_public_port %d: out of range", c.RouterPublicPort))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data_dir is empty"))
+	}
+	for _, r := range c.Repositories {
+		if !validRepoPattern(r) {
+			errs = append(errs, fmt.Errorf("repositories: %q is not owner/repo or owner/*", r))
+		}
+	}
+	if c.Concurrency < 1 {
+		errs = append(errs, fmt.Errorf("concurrency %d: want at least 1", c.Concurrency))
+	}
+	if c.BuildTimeout <= 0 || c.DeployTimeout <= 0 {
+		errs = append(errs, errors.New("build_timeout and deploy_timeout must be positive"))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	return errors.Join(errs...)
+}
+
+func absoluteHTTPURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, err
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("%q is not an absolute http(s) URL", s)
+	}
+	return u, nil
+}
+
+func validRepoPattern(p string) bool {
+	owner, repo, ok := strings.Cut(p, "/")
+	return ok && owner != "" && repo != "" && !strings.Contains(repo, "/") && owner != "*"
+}
+
+// Allows reports whether the repository "owner/repo" is configured. Names
+// compare case-insensitively, as GitHub's do.
+func (c Config) Allows(fullName string) bool {
+	owner, _, _ := strings.Cut(fullName, "/")
+	for _, p := range c.Repositories {
+		if strings.EqualFold(p, fullName) || strings.EqualFold(p, owner+"/*") {
+			return true
+		}
+	}
+	return false
+}
+
+// RouterPort is the port shown in preview URLs.
+func (c Config) RouterPort() int {
+	if c.RouterPublicPort != 0 {
+		return c.RouterPublicPort
+	}
+	_, p, err := net.SplitHostPort(c.RouterAddr)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}
