@@ -247,6 +247,16 @@ func TestBuildErrorNamesTheFailingStep(t *testing.T) {
 			wantError: `build failed at [3/3] RUN make: process "/bin/sh -c make" did not complete successfully: exit code: 2`,
 		},
 		{
+			name: "the last failing step is blamed, not an earlier soft error",
+			status: append([]*client.SolveStatus{{Vertexes: []*client.Vertex{{
+				Digest: digest.FromString("cache"), Name: "importing cache manifest from r/cache:x", Started: &t0, Completed: &t0,
+				Error: "failed to configure registry cache importer: r/cache:x: not found",
+			}}}}, failedRun()...),
+			err:       errors.New("failed to solve: exit code: 2"),
+			wantStep:  "[3/3] RUN make",
+			wantError: `build failed at [3/3] RUN make: process "/bin/sh -c make" did not complete successfully: exit code: 2`,
+		},
+		{
 			name:      "no step to blame",
 			err:       errors.New("failed to solve: dockerfile parse error on line 1: unknown instruction: FORM"),
 			wantError: "build failed: dockerfile parse error on line 1: unknown instruction: FORM",

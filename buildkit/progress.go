@@ -25,7 +25,7 @@ type printer struct {
 	log    func(string)
 	steps  map[digest.Digest]*step
 	order  []*step
-	failed *step // first step reported with an error
+	failed *step // last step reported with an error other than a cancel
 }
 
 type step struct {
@@ -78,7 +78,7 @@ func (p *printer) write(st *client.SolveStatus) {
 			p.flushStep(s)
 			s.err = v.Error
 			s.done = true
-			if p.failed == nil && !isCancel(v.Error) {
+			if !isCancel(v.Error) {
 				p.failed = s
 			}
 			p.line(s, "ERROR: "+v.Error)
