@@ -226,7 +226,7 @@ func checkDockerfile(contextDir, dockerfile string) error {
 	fi, err := root.Stat(dockerfile)
 	switch {
 	case errors.Is(err, fs.ErrNotExist), err == nil && !fi.Mode().IsRegular():
-		return fmt.Errorf("no Dockerfile at %s in the repository", shown)
+		return fmt.Errorf("%w at %s in the repository", ErrNoDockerfile, shown)
 	case err != nil:
 		return fmt.Errorf("checking Dockerfile %s: %w", shown, err)
 	}

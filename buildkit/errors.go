@@ -10,6 +10,10 @@ import (
 	digest "github.com/opencontainers/go-digest"
 )
 
+// ErrNoDockerfile is returned when the repository has no Dockerfile where
+// the build looks for it.
+var ErrNoDockerfile = errors.New("no Dockerfile")
+
 // Limits that keep a BuildError's message within a commit status
 // description (140 characters).
 const (
