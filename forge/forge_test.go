@@ -513,7 +513,10 @@ func TestRetryHonoursCancellation(t *testing.T) {
 	s.FailNext(5, http.StatusBadGateway, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		s.WaitFor(t, "the first attempt", func() bool { return len(s.Requests()) > 0 })
+		// Cancel once the first attempt has been answered and the long backoff begun.
+		for end := time.Now().Add(10 * time.Second); len(s.Requests()) == 0 && time.Now().Before(end); {
+			time.Sleep(time.Millisecond)
+		}
 		cancel()
 	}()
 	err = c.SetStatus(ctx, "acme", "app", forge.Status{SHA: sha, Context: "byop/build", State: forge.StatePending})
