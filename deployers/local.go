@@ -205,8 +205,12 @@ func (l *Local) waitAnswer(ctx context.Context, s Spec) (Endpoint, error) {
 			}
 		}
 		if ep != nil {
-			if last = l.probe(wctx, ep); last == nil {
+			err := l.probe(wctx, ep)
+			if err == nil {
 				return Endpoint{URL: ep}, nil
+			}
+			if wctx.Err() == nil || last == nil {
+				last = err // keep why the app failed, not that time ran out
 			}
 		}
 		select {
@@ -256,6 +260,14 @@ func (l *Local) discard(ctx context.Context, s Spec, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	cs, err := l.docker.containers(ctx, true, LabelProject+"="+s.Project, LabelRevision+"="+s.Revision)
+	for _, c := range cs {
+		// What the app said is the best clue to why it did not answer.
+		out, lerr := l.run.Run(ctx, l.docker.bin, "logs", "--tail", "20", "--", c.ID)
+		if lerr == nil && len(out) > 0 {
+			log.Warn("removing failed revision", "container", strings.TrimPrefix(c.Name, "/"),
+				"state", c.State.Status, "exit_code", c.State.ExitCode, "stdout_tail", string(out))
+		}
+	}
 	if err == nil {
 		err = l.docker.remove(ctx, ids(cs))
 	}
