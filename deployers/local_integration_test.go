@@ -20,7 +20,6 @@ import (
 	"github.com/byop-dev/byop/deployers"
 	"github.com/byop-dev/byop/internal/testenv"
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -116,8 +115,6 @@ func (img testImage) push(t *testing.T, ctx context.Context) string {
 	t.Cleanup(func() { _ = exec.Command("docker", "image", "rm", "-f", ref).Run() })
 	return ref
 }
-
-var _ v1.Image // the test images are v1.Images built in memory
 
 // get returns the body served at u, or an error if nothing answers.
 func get(ctx context.Context, u string) (string, error) {

@@ -352,6 +352,43 @@ func TestDeployRemovesWhatItStartedWhenComposeFails(t *testing.T) {
 	}
 }
 
+func TestDeployRetriesAfterACrashBetweenWritingTheFileAndStarting(t *testing.T) {
+	s := testSpec()
+	d := &fakeDocker{
+		images:   map[string]map[string]string{s.Image: {RevisionLabel: s.Revision}},
+		hostPort: answering(t),
+	}
+	l, r := newFakeLocal(t, d)
+	// The crashed attempt wrote the compose file and started nothing.
+	if _, err := l.editCompose(s.Project, func(f composeFile) composeFile { return withRevision(f, s) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Deploy(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(commandsNamed(r.recorded(), "up")); n != 1 || len(d.containers) != 1 {
+		t.Errorf("compose up ran %d times, containers %v; want one start", n, d.containers)
+	}
+}
+
+func TestDeployCancelledWhileWaitingRemovesTheNewRevision(t *testing.T) {
+	s := testSpec()
+	d := &fakeDocker{
+		images:   map[string]map[string]string{s.Image: {RevisionLabel: s.Revision}},
+		hostPort: silentPort(t),
+	}
+	l, _ := newFakeLocal(t, d, WithHealthTimeout(time.Minute))
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := l.Deploy(ctx, s)
+	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrNoAnswer) {
+		t.Fatalf("Deploy() error = %v, want the context's deadline", err)
+	}
+	if len(d.containers) != 0 {
+		t.Errorf("containers left = %v, want the new revision removed", d.containers)
+	}
+}
+
 func TestRetireForceRemovesEveryOtherRevision(t *testing.T) {
 	s := testSpec()
 	lbl := func(rev string) map[string]string {
