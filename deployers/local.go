@@ -192,16 +192,22 @@ func (l *Local) waitAnswer(ctx context.Context, s Spec) (Endpoint, error) {
 
 	var ep *url.URL
 	var last error
+	// note keeps why the app failed, not that time ran out meanwhile.
+	note := func(err error) {
+		if wctx.Err() == nil || last == nil {
+			last = err
+		}
+	}
 	for n := 0; ; n++ {
 		// The host port can change if the container restarts: look again
 		// now and then while it does not answer.
 		if ep == nil || n%40 == 0 {
 			if e, err := l.endpoint(wctx, s); err != nil {
-				last = err
+				note(err)
 			} else if e != nil {
 				ep = e
 			} else if ep == nil {
-				last = fmt.Errorf("port %d is not published (is the container running?)", s.Port)
+				note(fmt.Errorf("port %d is not published (is the container running?)", s.Port))
 			}
 		}
 		if ep != nil {
@@ -209,9 +215,7 @@ func (l *Local) waitAnswer(ctx context.Context, s Spec) (Endpoint, error) {
 			if err == nil {
 				return Endpoint{URL: ep}, nil
 			}
-			if wctx.Err() == nil || last == nil {
-				last = err // keep why the app failed, not that time ran out
-			}
+			note(err)
 		}
 		select {
 		case <-wctx.Done():

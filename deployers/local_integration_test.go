@@ -157,19 +157,42 @@ type fixture struct {
 	local   *deployers.Local
 	dir     string
 	project string
+	compose []string
 }
 
-func newFixture(t *testing.T, opts ...deployers.LocalOption) fixture {
+// composeCommands returns the compose commands this host has: the tests run
+// with each, as byop runs with whichever it finds.
+func composeCommands(t *testing.T) [][]string {
+	t.Helper()
+	testenv.Docker(t)
+	var out [][]string
+	for _, argv := range [][]string{{"docker", "compose"}, {"docker-compose"}} {
+		if exec.Command(argv[0], append(argv[1:], "version")...).Run() == nil {
+			out = append(out, argv)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("neither docker compose nor docker-compose works")
+	}
+	return out
+}
+
+// newFixture returns a Local using the compose command (nil: detected) and
+// a fresh project that is torn down after the test.
+func newFixture(t *testing.T, compose []string, opts ...deployers.LocalOption) fixture {
 	t.Helper()
 	testenv.Docker(t)
 	testenv.Registry(t)
 	testenv.BaseImage(t)
 	dir := t.TempDir()
+	if compose != nil {
+		opts = append(opts, deployers.WithComposeCommand(compose...))
+	}
 	l, err := deployers.NewLocal(dir, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := fixture{local: l, dir: dir, project: "byop-test-" + randomHex(t, 4) + "-pr-1"}
+	f := fixture{local: l, dir: dir, project: "byop-test-" + randomHex(t, 4) + "-pr-1", compose: compose}
 	t.Cleanup(func() {
 		if err := l.Teardown(context.Background(), f.project); err != nil {
 			t.Errorf("cleanup: %v", err)
@@ -189,9 +212,15 @@ func (f fixture) spec(image, revision string) deployers.Spec {
 }
 
 func TestLocalDeploysRevisionsBesideEachOtherThenRetiresAndTearsDown(t *testing.T) {
+	for _, compose := range composeCommands(t) {
+		t.Run(strings.Join(compose, " "), func(t *testing.T) { testDeployRetireTeardown(t, compose) })
+	}
+}
+
+func testDeployRetireTeardown(t *testing.T, compose []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	f := newFixture(t, deployers.WithHealthTimeout(30*time.Second))
+	f := newFixture(t, compose, deployers.WithHealthTimeout(30*time.Second))
 	revA, revB := randomHex(t, 20), randomHex(t, 20)
 	imgA := testImage{revisionLabel: revA, index: "revision A\n"}.push(t, ctx)
 	imgB := testImage{revisionLabel: revB, index: "revision B\n"}.push(t, ctx)
@@ -269,7 +298,7 @@ func TestLocalDeploysRevisionsBesideEachOtherThenRetiresAndTearsDown(t *testing.
 	t.Run("a revision that never answers is removed and the old one keeps serving", func(t *testing.T) {
 		revC := randomHex(t, 20)
 		imgC := testImage{revisionLabel: revC, index: "never served\n", cmd: []string{"sleep", "3600"}}.push(t, ctx)
-		impatient, err := deployers.NewLocal(f.dir, deployers.WithHealthTimeout(2*time.Second))
+		impatient, err := deployers.NewLocal(f.dir, deployers.WithHealthTimeout(2*time.Second), deployers.WithComposeCommand(f.compose...))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -331,7 +360,7 @@ func TestLocalDeploysRevisionsBesideEachOtherThenRetiresAndTearsDown(t *testing.
 func TestLocalRefusesAMislabelledImageOnAnEmptyProject(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	f := newFixture(t)
+	f := newFixture(t, nil)
 	claimed := randomHex(t, 20)
 	img := testImage{revisionLabel: randomHex(t, 20), index: "x\n"}.push(t, ctx)
 	_, err := f.local.Deploy(ctx, f.spec(img, claimed))
@@ -347,7 +376,7 @@ func TestLocalRefusesAMislabelledImageOnAnEmptyProject(t *testing.T) {
 }
 
 func TestLocalTeardownOfANeverDeployedProjectIsFine(t *testing.T) {
-	f := newFixture(t)
+	f := newFixture(t, nil)
 	if err := f.local.Teardown(context.Background(), f.project); err != nil {
 		t.Fatal(err)
 	}
