@@ -23,7 +23,8 @@ import (
 type Config struct {
 	// Listen is the address of the webhook receiver and byop's own pages.
 	Listen string `yaml:"listen" env:"BYOP_LISTEN"`
-	// PublicURL is how GitHub users reach byop's pages (links in statuses and comments).
+	// PublicURL is how GitHub users reach byop's pages (links in statuses and
+	// comments). Empty means http://localhost:<listen port>.
 	PublicURL string `yaml:"public_url" env:"BYOP_PUBLIC_URL"`
 	// WebhookSecret is the GitHub webhook secret. byop refuses to start without one.
 	WebhookSecret Secret `yaml:"webhook_secret" env:"BYOP_WEBHOOK_SECRET"`
@@ -34,6 +35,8 @@ type Config struct {
 	GitHubAPIURL string `yaml:"github_api_url" env:"BYOP_GITHUB_API_URL"`
 	// RedisAddr is the Redis server holding the task queue.
 	RedisAddr string `yaml:"redis_addr" env:"BYOP_REDIS_ADDR"`
+	// RedisDB is the Redis database number, for sharing one Redis server.
+	RedisDB int `yaml:"redis_db" env:"BYOP_REDIS_DB"`
 	// BuildKitAddr is the buildkitd address.
 	BuildKitAddr string `yaml:"buildkit_addr" env:"BYOP_BUILDKIT_ADDR"`
 	// RegistryPrefix is where images go: <prefix>/<owner>/<repo>:<sha>.
@@ -65,7 +68,6 @@ type Config struct {
 func Default() Config {
 	return Config{
 		Listen:           ":8080",
-		PublicURL:        "http://localhost:8080",
 		GitHubAPIURL:     "https://api.github.com/",
 		RedisAddr:        "127.0.0.1:6379",
 		BuildKitAddr:     "unix:///run/buildkit/buildkitd.sock",
@@ -119,7 +121,7 @@ func (c Config) Validate() error {
 	if strings.TrimSpace(c.WebhookSecret.Reveal()) == "" {
 		errs = append(errs, errors.New("webhook_secret (BYOP_WEBHOOK_SECRET) is empty: byop refuses to accept unsigned webhooks"))
 	}
-	if _, err := absoluteHTTPURL(c.PublicURL); err != nil {
+	if _, err := absoluteHTTPURL(c.PublicURL); c.PublicURL != "" && err != nil {
 		errs = append(errs, fmt.Errorf("public_url: %w", err))
 	}
 	if u, err := absoluteHTTPURL(c.GitHubAPIURL); err != nil {
@@ -131,6 +133,9 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %w", name, addr, err))
 		}
+	}
+	if c.RedisDB < 0 || c.RedisDB > 15 {
+		errs = append(errs, fmt.Errorf("redis_db %d: want 0 to 15", c.RedisDB))
 	}
 	if c.BuildKitAddr == "" {
 		errs = append(errs, errors.New("buildkit_addr is empty"))
