@@ -1,6 +1,6 @@
-// Package tasks names byop's asynq tasks, builds their payloads, and runs
-// them: the pipeline that turns one pull-request commit into a live preview,
-// and the teardown when the pull request closes.
+// Package tasks names byop's asynq tasks and builds and reads their
+// payloads. It is what the webhook receiver and the worker share, and it
+// imports nothing of the pipeline: the handlers live in tasks/pipeline.
 package tasks
 
 import (
@@ -46,7 +46,8 @@ type DeployPayload struct {
 	SourceURL string `json:"source_url,omitempty"`
 }
 
-func (p DeployPayload) validate() error {
+// Validate reports a payload the pipeline cannot act on.
+func (p DeployPayload) Validate() error {
 	switch {
 	case p.Owner == "" || p.Repo == "":
 		return fmt.Errorf("no repository")
@@ -67,7 +68,8 @@ type TeardownPayload struct {
 	PR    int    `json:"pr"`
 }
 
-func (p TeardownPayload) validate() error {
+// Validate reports a payload the pipeline cannot act on.
+func (p TeardownPayload) Validate() error {
 	if p.Owner == "" || p.Repo == "" || p.PR <= 0 {
 		return fmt.Errorf("incomplete teardown payload %+v", p)
 	}
@@ -77,7 +79,7 @@ func (p TeardownPayload) validate() error {
 // NewPreviewDeployTask returns the task for p. id (the webhook delivery ID)
 // becomes the task ID, so the same delivery is queued once.
 func NewPreviewDeployTask(p DeployPayload, id string, timeout time.Duration) (*asynq.Task, error) {
-	if err := p.validate(); err != nil {
+	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("deploy task: %w", err)
 	}
 	return newTask(TypePreviewDeploy, p, id, QueueDefault, timeout, 2)
@@ -85,7 +87,7 @@ func NewPreviewDeployTask(p DeployPayload, id string, timeout time.Duration) (*a
 
 // NewPreviewTeardownTask returns the task that removes p's preview.
 func NewPreviewTeardownTask(p TeardownPayload, id string) (*asynq.Task, error) {
-	if err := p.validate(); err != nil {
+	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("teardown task: %w", err)
 	}
 	return newTask(TypePreviewTeardown, p, id, QueueTeardown, 5*time.Minute, 5)
@@ -108,13 +110,14 @@ func newTask(typ string, payload any, id, queue string, timeout time.Duration, r
 	), nil
 }
 
-// decode reads a payload; one that cannot be read is never retried.
-func decode[T interface{ validate() error }](t *asynq.Task) (T, error) {
+// Decode reads a task's payload. A payload that cannot be read or makes no
+// sense is an error wrapping asynq.SkipRetry: running it again cannot help.
+func Decode[T interface{ Validate() error }](t *asynq.Task) (T, error) {
 	var p T
 	if err := json.Unmarshal(t.Payload(), &p); err != nil {
 		return p, fmt.Errorf("decoding %s payload: %v: %w", t.Type(), err, asynq.SkipRetry)
 	}
-	if err := p.validate(); err != nil {
+	if err := p.Validate(); err != nil {
 		return p, fmt.Errorf("%s payload: %v: %w", t.Type(), err, asynq.SkipRetry)
 	}
 	return p, nil

@@ -25,6 +25,7 @@ import (
 	"github.com/byop-dev/byop/previews"
 	"github.com/byop-dev/byop/registry"
 	"github.com/byop-dev/byop/tasks"
+	"github.com/byop-dev/byop/tasks/pipeline"
 	"github.com/byop-dev/byop/webhook"
 )
 
@@ -118,7 +119,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		return err
 	}
 	router := previews.NewRouter(log)
-	pipeline := &tasks.Pipeline{
+	pipe := &pipeline.Pipeline{
 		Source:  gitsrc.New(dirs["git"], gitsrc.WithLogger(log)),
 		Builder: builder,
 		Images:  registry.New(registry.WithInsecure(cfg.RegistryInsecure)),
@@ -126,7 +127,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		Router:  router,
 		Store:   store,
 		Log:     log,
-		Settings: tasks.Settings{
+		Settings: pipeline.Settings{
 			PublicURL:        cfg.PublicURL,
 			RegistryPrefix:   cfg.RegistryPrefix,
 			RegistryInsecure: cfg.RegistryInsecure,
@@ -141,11 +142,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		if err != nil {
 			return err
 		}
-		pipeline.Reporter = gh
+		pipe.Reporter = gh
 	} else {
 		log.Info("no GitHub token: reports are shown on byop's own pages only", "url", cfg.PublicURL)
 	}
-	if err := pipeline.RestoreRoutes(ctx); err != nil {
+	if err := pipe.RestoreRoutes(ctx); err != nil {
 		log.Warn("restoring preview routes", "err", err)
 	}
 
@@ -165,7 +166,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		ShutdownTimeout: 30 * time.Second,
 	})
 	taskMux := asynq.NewServeMux()
-	pipeline.Register(taskMux)
+	pipe.Register(taskMux)
 	if err := worker.Start(taskMux); err != nil {
 		return fmt.Errorf("starting worker: %w", err)
 	}

@@ -1,4 +1,4 @@
-package tasks
+package pipeline
 
 import (
 	"context"
@@ -8,13 +8,14 @@ import (
 
 	"github.com/byop-dev/byop/deployers"
 	"github.com/byop-dev/byop/previews"
+	"github.com/byop-dev/byop/tasks"
 )
 
 // HandleTeardown removes a pull request's preview: its containers, networks
 // and volumes, its route, and says so in the comment. Tearing down what is
 // already gone is fine.
 func (p *Pipeline) HandleTeardown(ctx context.Context, t *asynq.Task) error {
-	pl, err := decode[TeardownPayload](t)
+	pl, err := tasks.Decode[tasks.TeardownPayload](t)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package tasks
+package pipeline
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 	"github.com/byop-dev/byop/gitsrc"
 	"github.com/byop-dev/byop/previews"
 	"github.com/byop-dev/byop/registry"
+	"github.com/byop-dev/byop/tasks"
 )
 
 const (
@@ -167,7 +168,7 @@ func newHarness(t *testing.T) *harness {
 
 func deployTask(t *testing.T, sha string) *asynq.Task {
 	t.Helper()
-	task, err := NewPreviewDeployTask(DeployPayload{Owner: "Acme", Repo: "Web", PR: 7, SHA: sha, Ref: "refs/pull/7/head", CloneURL: "https://git.example/Acme/Web.git", SourceURL: "https://git.example/Acme/Web"}, "delivery-"+sha[:4], time.Minute)
+	task, err := tasks.NewPreviewDeployTask(tasks.DeployPayload{Owner: "Acme", Repo: "Web", PR: 7, SHA: sha, Ref: "refs/pull/7/head", CloneURL: "https://git.example/Acme/Web.git", SourceURL: "https://git.example/Acme/Web"}, "delivery-"+sha[:4], time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +308,7 @@ func TestTeardownRemovesEverythingAndSaysSo(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
 	h.p.HandleDeploy(ctx, deployTask(t, shaA))
-	task, _ := NewPreviewTeardownTask(TeardownPayload{Owner: "Acme", Repo: "Web", PR: 7}, "close-1")
+	task, _ := tasks.NewPreviewTeardownTask(tasks.TeardownPayload{Owner: "Acme", Repo: "Web", PR: 7}, "close-1")
 	for range 2 { // twice: teardown is idempotent
 		if err := h.p.HandleTeardown(ctx, task); err != nil {
 			t.Fatal(err)
@@ -328,12 +329,12 @@ func TestTeardownRemovesEverythingAndSaysSo(t *testing.T) {
 func TestBadPayloadsAreNotRetried(t *testing.T) {
 	h := newHarness(t)
 	for _, task := range []*asynq.Task{
-		asynq.NewTask(TypePreviewDeploy, []byte("{not json")),
-		asynq.NewTask(TypePreviewDeploy, []byte(`{"owner":"a","repo":"b","pr":1,"sha":"short","clone_url":"x"}`)),
-		asynq.NewTask(TypePreviewTeardown, []byte(`{"owner":"a"}`)),
+		asynq.NewTask(tasks.TypePreviewDeploy, []byte("{not json")),
+		asynq.NewTask(tasks.TypePreviewDeploy, []byte(`{"owner":"a","repo":"b","pr":1,"sha":"short","clone_url":"x"}`)),
+		asynq.NewTask(tasks.TypePreviewTeardown, []byte(`{"owner":"a"}`)),
 	} {
 		var err error
-		if task.Type() == TypePreviewDeploy {
+		if task.Type() == tasks.TypePreviewDeploy {
 			err = h.p.HandleDeploy(context.Background(), task)
 		} else {
 			err = h.p.HandleTeardown(context.Background(), task)

@@ -1,4 +1,7 @@
-package tasks
+// Package pipeline runs byop's tasks: it turns one pull-request commit
+// into a live preview (fetch, build, push, verify, deploy, switch, report),
+// and removes the preview when the pull request closes.
+package pipeline
 
 import (
 	"context"
@@ -20,6 +23,7 @@ import (
 	"github.com/byop-dev/byop/gitsrc"
 	"github.com/byop-dev/byop/previews"
 	"github.com/byop-dev/byop/registry"
+	"github.com/byop-dev/byop/tasks"
 )
 
 // The parts the pipeline drives, each as small as the pipeline needs it.
@@ -100,14 +104,14 @@ type Pipeline struct {
 
 // Register adds the pipeline's handlers to mux.
 func (p *Pipeline) Register(mux *asynq.ServeMux) {
-	mux.HandleFunc(TypePreviewDeploy, p.HandleDeploy)
-	mux.HandleFunc(TypePreviewTeardown, p.HandleTeardown)
+	mux.HandleFunc(tasks.TypePreviewDeploy, p.HandleDeploy)
+	mux.HandleFunc(tasks.TypePreviewTeardown, p.HandleTeardown)
 }
 
 // run is one deploy task in progress.
 type run struct {
 	p       *Pipeline
-	pl      DeployPayload
+	pl      tasks.DeployPayload
 	key     previews.Key
 	build   previews.Build
 	logURL  string
@@ -140,7 +144,7 @@ func byopError(reason string, err error) error {
 // HandleDeploy builds one commit of a pull request and makes it the
 // preview. It is idempotent: asynq may run it again after a crash.
 func (p *Pipeline) HandleDeploy(ctx context.Context, t *asynq.Task) error {
-	pl, err := decode[DeployPayload](t)
+	pl, err := tasks.Decode[tasks.DeployPayload](t)
 	if err != nil {
 		return err
 	}
