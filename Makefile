@@ -1,0 +1,34 @@
+# byop's developer and CI entry points. `make test` is what CI runs.
+
+SHELL := bash
+.DEFAULT_GOAL := test
+
+GO ?= go
+# Written by scripts/setup.sh: BYOP_TEST_* addresses of the real services.
+TEST_ENV := .cache/test.env
+# Per test binary; the whole CI run has 90 minutes, set-up included.
+TEST_TIMEOUT ?= 20m
+# Extra `go test` flags, e.g. TEST_FLAGS='-run TestDeploy -v'.
+TEST_FLAGS ?=
+PKGS ?= ./...
+
+.PHONY: setup test vet bench
+
+## setup: install and start the services the tests use (idempotent)
+setup:
+	bash scripts/setup.sh
+
+## test: set up, then run every test against the real services
+test: setup
+	source $(TEST_ENV) && $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $(PKGS)
+
+## vet: go vet every package
+vet:
+	$(GO) vet $(PKGS)
+
+## bench: not written yet
+bench:
+	@echo "bench: no benchmarks yet" >&2; exit 1
+
+# ---- demo ------------------------------------------------------------------
+# The `demo` target (a local end-to-end run of byop) goes here.
