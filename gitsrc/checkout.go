@@ -10,20 +10,23 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/go-git/go-billy/v5"
+	"github.com/go-git/go-billy/v5/osfs"
 	git "github.com/go-git/go-git/v5"
 	gitconfig "github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
-	"github.com/go-git/go-git/v5/plumbing/format/packfile"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/storage"
+	"github.com/go-git/go-git/v5/storage/filesystem"
 )
 
-// checkout makes dir a repository holding s.SHA's commit and tree (copied
-// from src as one pack), with HEAD detached at it and its files checked out,
-// and verifies HEAD.
-func checkout(src storage.Storer, s Spec, dir string) error {
+// copyCommit makes dir a repository holding s.SHA's commit and tree, copied
+// from src as one pack, shallow at the commit when it has parents, with a
+// remote "origin" at s.CloneURL. It reads src; checkoutHead does not.
+func copyCommit(src storage.Storer, s Spec, dir string) error {
 	want := plumbing.NewHash(s.SHA)
 	commit, err := object.GetCommit(src, want)
 	if err != nil {
@@ -34,26 +37,47 @@ func checkout(src storage.Storer, s Spec, dir string) error {
 		return fmt.Errorf("listing the objects of %s: %w", s.SHA, err)
 	}
 
-	repo, err := git.PlainInit(dir, false)
+	st, wt, err := workDirStorage(dir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	repo, err := git.Init(st, wt)
 	if err != nil {
 		return fmt.Errorf("creating repository in %s: %w", dir, err)
 	}
-	if err := copyObjects(src, repo.Storer, hashes); err != nil {
+	if err := writePack(src, filepath.Join(dir, git.GitDirName, "objects", "pack"), hashes); err != nil {
 		return fmt.Errorf("copying %s into %s: %w", s.SHA, dir, err)
 	}
 	if commit.NumParents() > 0 {
-		if err := repo.Storer.SetShallow([]plumbing.Hash{want}); err != nil {
+		if err := st.SetShallow([]plumbing.Hash{want}); err != nil {
 			return fmt.Errorf("marking %s shallow: %w", s.SHA, err)
 		}
 	}
 	if _, err := repo.CreateRemote(&gitconfig.RemoteConfig{Name: git.DefaultRemoteName, URLs: []string{s.CloneURL}}); err != nil {
 		return fmt.Errorf("recording remote in %s: %w", dir, err)
 	}
-	wt, err := repo.Worktree()
+	return nil
+}
+
+// checkoutHead checks out s.SHA in the repository copyCommit made in dir,
+// detaching HEAD at it, and verifies HEAD.
+func checkoutHead(s Spec, dir string) error {
+	want := plumbing.NewHash(s.SHA)
+	st, wt, err := workDirStorage(dir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	repo, err := git.Open(st, wt)
+	if err != nil {
+		return fmt.Errorf("opening repository in %s: %w", dir, err)
+	}
+	w, err := repo.Worktree()
 	if err != nil {
 		return fmt.Errorf("opening work tree %s: %w", dir, err)
 	}
-	if err := wt.Checkout(&git.CheckoutOptions{Hash: want, Force: true}); err != nil {
+	if err := w.Checkout(&git.CheckoutOptions{Hash: want, Force: true}); err != nil {
 		return fmt.Errorf("checking out %s in %s: %w", s.SHA, dir, err)
 	}
 
@@ -65,6 +89,19 @@ func checkout(src storage.Storer, s Spec, dir string) error {
 		return fmt.Errorf("checking out %s in %s: HEAD is %s at %s", s.SHA, dir, head.Name(), head.Hash())
 	}
 	return nil
+}
+
+// workDirStorage returns the storage of dir/.git and the work tree dir. The
+// caller closes the storage.
+func workDirStorage(dir string) (*filesystem.Storage, billy.Filesystem, error) {
+	wt := osfs.New(dir)
+	dot, err := wt.Chroot(git.GitDirName)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening %s: %w", dir, err)
+	}
+	st := filesystem.NewStorageWithOptions(dot, cache.NewObjectLRUDefault(),
+		filesystem.Options{KeepDescriptors: true, ExclusiveAccess: true})
+	return st, wt, nil
 }
 
 // commitObjects lists the commit, its trees and its blobs (not submodules).
@@ -100,27 +137,6 @@ func commitObjects(s storer.EncodedObjectStorer, c *object.Commit) ([]plumbing.H
 		return nil
 	}
 	return hashes, walk(c.TreeHash)
-}
-
-// copyObjects writes the objects into dst as a single pack, undeltified:
-// compressing deltas again would cost more than the bytes it saves on a
-// local disk.
-func copyObjects(src storer.EncodedObjectStorer, dst storage.Storer, hashes []plumbing.Hash) (err error) {
-	pfw, ok := dst.(storer.PackfileWriter)
-	if !ok {
-		return errors.New("destination storage cannot take a pack")
-	}
-	w, err := pfw.PackfileWriter()
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := w.Close(); err == nil {
-			err = cerr
-		}
-	}()
-	_, err = packfile.NewEncoder(w, src, false).Encode(hashes, 0)
-	return err
 }
 
 // prepareDir creates dir, or checks that it is an empty directory.

@@ -13,13 +13,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-git/go-billy/v5/osfs"
 	git "github.com/go-git/go-git/v5"
 	gitconfig "github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	"github.com/go-git/go-git/v5/storage"
+	"github.com/go-git/go-git/v5/storage/filesystem"
 	"github.com/go-git/go-git/v5/storage/memory"
 )
 
@@ -120,42 +123,56 @@ func (f *Fetcher) Fetch(ctx context.Context, s Spec, dir string) (err error) {
 	}()
 
 	log := f.log.With("repo", s.CloneURL, "sha", s.SHA)
-	var (
-		src storage.Storer
-		via string
-	)
+	var via string
 	if f.cacheDir == "" {
-		src = memory.NewStorage()
+		src := memory.NewStorage()
 		if via, err = f.fetchInto(ctx, log, src, s, true); err != nil {
 			return err
 		}
-	} else {
-		path := filepath.Join(f.cacheDir, cacheKey(s.CloneURL))
-		unlock, err := f.locks.lock(ctx, path)
-		if err != nil {
-			return fmt.Errorf("waiting for the cache of %s: %w", s.CloneURL, err)
-		}
-		defer unlock()
-		cache, err := openCache(log, path)
-		if err != nil {
+		if err = copyCommit(src, s, dir); err != nil {
 			return err
 		}
-		src = cache.Storer
-		if via, err = f.fetchInto(ctx, log, src, s, false); err != nil {
-			return err
-		}
-		if err := f.pruneCommitRefs(src); err != nil {
-			log.Warn("pruning cache refs", "err", err)
-		}
+	} else if via, err = f.fetchThroughCache(ctx, log, s, dir); err != nil {
+		return err
 	}
+	fetched := time.Now()
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("fetching %s at %s: %w", s.CloneURL, s.SHA, err)
 	}
-	if err := checkout(src, s, dir); err != nil {
+	// The work dir has its own copy now: the cache is free for others.
+	if err := checkoutHead(s, dir); err != nil {
 		return err
 	}
-	log.Info("fetched commit", "via", via, "dir", dir, "duration", time.Since(start))
+	log.Info("fetched commit", "via", via, "dir", dir,
+		"fetch_duration", fetched.Sub(start), "checkout_duration", time.Since(fetched))
 	return nil
+}
+
+// fetchThroughCache brings s.SHA into the repository's cache and copies it
+// into dir, holding the cache's lock.
+func (f *Fetcher) fetchThroughCache(ctx context.Context, log *slog.Logger, s Spec, dir string) (string, error) {
+	path := filepath.Join(f.cacheDir, cacheKey(s.CloneURL))
+	unlock, err := f.locks.lock(ctx, path)
+	if err != nil {
+		return "", fmt.Errorf("waiting for the cache of %s: %w", s.CloneURL, err)
+	}
+	defer unlock()
+	cache, err := openCache(log, path)
+	if err != nil {
+		return "", err
+	}
+	defer cache.Close()
+	via, err := f.fetchInto(ctx, log, cache, s, false)
+	if err != nil {
+		return "", err
+	}
+	if err := f.pruneCommitRefs(cache); err != nil {
+		log.Warn("pruning cache refs", "err", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("fetching %s at %s: %w", s.CloneURL, s.SHA, err)
+	}
+	return via, copyCommit(cache, s, dir)
 }
 
 // fetchInto makes s.SHA and its tree present in st, and returns how: from
@@ -223,7 +240,7 @@ func (f *Fetcher) fetchInto(ctx context.Context, log *slog.Logger, st storage.St
 	if s.Ref == "" || !mayFallBack(shaErr) {
 		return "", fmt.Errorf("fetching commit %s from %s: %w", s.SHA, s.CloneURL, notFound(shaErr))
 	}
-	log.Debug("host refused the bare sha; fetching the ref", "ref", s.Ref, "err", shaErr)
+	log.Debug("host refused the bare sha; fetching the ref", "ref", s.Ref, "err", redact(shaErr, s.Token))
 
 	defer func() { _ = st.RemoveReference(refFetchRef) }()
 	for _, depth := range depths {
@@ -346,26 +363,34 @@ func (f *Fetcher) pruneCommitRefs(st storage.Storer) error {
 }
 
 // openCache opens the bare cache at path, creating it, or recreating it when
-// it cannot be opened.
-func openCache(log *slog.Logger, path string) (*git.Repository, error) {
-	repo, err := git.PlainOpen(path)
-	if err == nil {
-		return repo, nil
+// it cannot be opened. The caller holds the path's lock and closes the
+// storage.
+func openCache(log *slog.Logger, path string) (*filesystem.Storage, error) {
+	open := func() *filesystem.Storage {
+		return filesystem.NewStorageWithOptions(osfs.New(path), cache.NewObjectLRUDefault(),
+			filesystem.Options{KeepDescriptors: true, ExclusiveAccess: true})
 	}
+	st := open()
+	_, err := git.Open(st, nil)
+	if err == nil {
+		return st, nil
+	}
+	_ = st.Close()
 	if _, statErr := os.Stat(path); statErr == nil {
 		log.Warn("recreating an unreadable repository cache", "path", path, "err", err)
 		if err := os.RemoveAll(path); err != nil {
 			return nil, fmt.Errorf("removing unreadable cache %s: %w", path, err)
 		}
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := os.MkdirAll(path, 0o755); err != nil {
 		return nil, fmt.Errorf("creating cache dir: %w", err)
 	}
-	repo, err = git.PlainInit(path, true)
-	if err != nil {
+	st = open()
+	if _, err := git.Init(st, nil); err != nil {
+		_ = st.Close()
 		return nil, fmt.Errorf("creating cache %s: %w", path, err)
 	}
-	return repo, nil
+	return st, nil
 }
 
 // keyedLocks serialises work per key; waiting honours ctx.

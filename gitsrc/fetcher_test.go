@@ -457,6 +457,7 @@ func TestSecondFetchOfARepoIsIncremental(t *testing.T) {
 		if b, err := os.ReadFile(filepath.Join(dir, "big.bin")); err != nil || string(b) != blob {
 			t.Fatalf("big.bin in the work tree of %s is wrong (err %v)", sha, err)
 		}
+		gitCLI(t, dir, "fsck", "--no-dangling", "--strict")
 		return uploadPacks(srv.Requests()[before:])
 	}
 
