@@ -31,4 +31,13 @@ bench:
 	@echo "bench: no benchmarks yet" >&2; exit 1
 
 # ---- demo ------------------------------------------------------------------
-# The `demo` target (a local end-to-end run of byop) goes here.
+# Flags for hack/demo, e.g. DEMO_FLAGS=-once to stop as soon as the preview answers.
+DEMO_FLAGS ?=
+
+.PHONY: demo
+
+## demo: set up, run byop on a sample pull request, print its preview URL (Ctrl-C stops)
+demo: setup
+	$(GO) build -o .cache/bin/byop ./cmd/byop
+	$(GO) build -o .cache/bin/byop-demo ./hack/demo
+	source $(TEST_ENV) && exec .cache/bin/byop-demo $(DEMO_FLAGS)
