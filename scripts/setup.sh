@@ -113,14 +113,16 @@ install_packages() {
 # ---------------------------------------------------------------- tools from Go modules
 
 # build_tools MODULE VERSION LDFLAGS PKG... builds PKGs of MODULE@VERSION into
-# $TOOLS from a throwaway module that requires it (`go install pkg@version`
-# refuses modules whose go.mod has replace directives).
+# $TOOLS from a throwaway module that requires it. Unlike `go install
+# pkg@version`, this works whether or not the tool's go.mod has replace
+# directives (buildkit's has had them).
 build_tools() {
 	local module=$1 version=$2 ldflags=$3
 	shift 3
 	local tmp
 	tmp=$(mktemp -d)
-	local log=$CACHE/build-$(basename "${module%/v[0-9]*}").log
+	local log
+	log=$CACHE/build-$(basename "${module%/v[0-9]*}").log
 	say "building $* at $version (log: $log)"
 	local start_s=$SECONDS
 	# (set -e does not hold inside a command tested by ||: chain with &&.)
@@ -160,7 +162,7 @@ install_buildkit() {
 	has_version "$TOOLS/buildkitd" "$BUILDKIT_VERSION" || die "built buildkitd does not report $BUILDKIT_VERSION"
 }
 
-compose_plugin_dir() { echo "${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"; }
+compose_plugin_dir() { echo "${DOCKER_CONFIG:-${HOME:-/root}/.docker}/cli-plugins"; }
 
 install_compose() {
 	[[ ${BYOP_COMPOSE_V2:-1} == 0 ]] && return 0
@@ -189,8 +191,8 @@ ensure_cgroups() {
 	need_root "mounting cgroups"
 	say "mounting cgroups"
 	mountpoint -q /sys/fs/cgroup || mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup
-	local sub hier _n enabled
-	while read -r sub hier _n enabled; do
+	local sub enabled
+	while read -r sub _ _ enabled; do
 		[[ $sub == \#* || $enabled != 1 ]] && continue
 		mkdir -p "/sys/fs/cgroup/$sub"
 		mountpoint -q "/sys/fs/cgroup/$sub" || mount -t cgroup -o "$sub" cgroup "/sys/fs/cgroup/$sub" ||
@@ -260,7 +262,14 @@ EOF
 buildkit_answers() { buildctl --addr "$BUILDKIT_ADDR" debug workers; }
 
 ensure_buildkit() {
-	buildkit_answers >/dev/null 2>&1 && return 0
+	if buildkit_answers >/dev/null 2>&1; then
+		local running
+		running=$(buildctl --addr "$BUILDKIT_ADDR" debug info 2>/dev/null | awk '$1 == "BuildKit:" { print $3 }')
+		if [[ -n $running && $running != "$BUILDKIT_VERSION" ]]; then
+			say "warning: the running buildkitd is $running but go.mod pins $BUILDKIT_VERSION; stop it and run this again to replace it"
+		fi
+		return 0
+	fi
 	need_root "starting buildkitd"
 	ensure_cgroups
 	local cfg=$STATE/etc/buildkitd.toml
@@ -384,4 +393,7 @@ EOF
 	say "ready: $ENV_FILE"
 }
 
-main "$@"
+# Sourcing the script (to try one function) runs nothing.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+	main "$@"
+fi
