@@ -16,6 +16,9 @@ import (
 const (
 	TypePreviewDeploy   = "preview:deploy"
 	TypePreviewTeardown = "preview:teardown"
+	TypePreviewCommand  = "preview:command"
+	TypeImageBuild      = "image:build"
+	TypeInstallSync     = "installation:sync"
 )
 
 // Queues. Teardown has its own queue of higher priority, so that closing a
@@ -44,6 +47,15 @@ type DeployPayload struct {
 	Ref       string `json:"ref,omitempty"`
 	CloneURL  string `json:"clone_url"`
 	SourceURL string `json:"source_url,omitempty"`
+	// HeadRepo is the "owner/name" the head commit comes from: a fork's
+	// for a pull request from a fork.
+	HeadRepo string `json:"head_repo,omitempty"`
+	// Author is the login of the pull request's author.
+	Author string `json:"author,omitempty"`
+	// Seq orders the work asked for one pull request: the time the
+	// delivery arrived, in nanoseconds. A deploy older than one already
+	// seen for the same pull request is superseded.
+	Seq int64 `json:"seq"`
 }
 
 // Validate reports a payload the pipeline cannot act on.
@@ -76,6 +88,63 @@ func (p TeardownPayload) Validate() error {
 	return nil
 }
 
+// CommandPayload is a slash command from a pull-request comment.
+type CommandPayload struct {
+	Owner     string `json:"owner"`
+	Repo      string `json:"repo"`
+	PR        int    `json:"pr"`
+	CommentID int64  `json:"comment_id"`
+	User      string `json:"user"`
+	Command   string `json:"command"`
+	// Unknown is the word the user gave when byop did not know it.
+	Unknown   string `json:"unknown,omitempty"`
+	CloneURL  string `json:"clone_url"`
+	SourceURL string `json:"source_url,omitempty"`
+	Seq       int64  `json:"seq"`
+}
+
+// Validate reports a payload the pipeline cannot act on.
+func (p CommandPayload) Validate() error {
+	if p.Owner == "" || p.Repo == "" || p.PR <= 0 || p.Command == "" || p.User == "" || p.CommentID == 0 {
+		return fmt.Errorf("incomplete command payload %+v", p)
+	}
+	return nil
+}
+
+// BuildPayload asks for one commit of a branch to be built and pushed,
+// without a preview (a push to the default branch).
+type BuildPayload struct {
+	Owner     string `json:"owner"`
+	Repo      string `json:"repo"`
+	SHA       string `json:"sha"`
+	Ref       string `json:"ref"`
+	CloneURL  string `json:"clone_url"`
+	SourceURL string `json:"source_url,omitempty"`
+}
+
+// Validate reports a payload the pipeline cannot act on.
+func (p BuildPayload) Validate() error {
+	if p.Owner == "" || p.Repo == "" || p.CloneURL == "" || !shaRE.MatchString(p.SHA) {
+		return fmt.Errorf("incomplete build payload %+v", p)
+	}
+	return nil
+}
+
+// InstallPayload records repositories a GitHub App installation added or
+// removed, so that they are allowed (or no longer) without a restart.
+type InstallPayload struct {
+	Added   []string `json:"added,omitempty"`
+	Removed []string `json:"removed,omitempty"`
+}
+
+// Validate reports a payload the pipeline cannot act on.
+func (p InstallPayload) Validate() error {
+	if len(p.Added)+len(p.Removed) == 0 {
+		return fmt.Errorf("installation payload names no repository")
+	}
+	return nil
+}
+
 // NewPreviewDeployTask returns the task for p. id (the webhook delivery ID)
 // becomes the task ID, so the same delivery is queued once.
 func NewPreviewDeployTask(p DeployPayload, id string, timeout time.Duration) (*asynq.Task, error) {
@@ -91,6 +160,30 @@ func NewPreviewTeardownTask(p TeardownPayload, id string) (*asynq.Task, error) {
 		return nil, fmt.Errorf("teardown task: %w", err)
 	}
 	return newTask(TypePreviewTeardown, p, id, QueueTeardown, 5*time.Minute, 5)
+}
+
+// NewPreviewCommandTask returns the task that carries out a slash command.
+func NewPreviewCommandTask(p CommandPayload, id string, timeout time.Duration) (*asynq.Task, error) {
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("command task: %w", err)
+	}
+	return newTask(TypePreviewCommand, p, id, QueueDefault, timeout, 1)
+}
+
+// NewImageBuildTask returns the task that builds and pushes a branch's commit.
+func NewImageBuildTask(p BuildPayload, id string, timeout time.Duration) (*asynq.Task, error) {
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("build task: %w", err)
+	}
+	return newTask(TypeImageBuild, p, id, QueueDefault, timeout, 2)
+}
+
+// NewInstallSyncTask returns the task that records installed repositories.
+func NewInstallSyncTask(p InstallPayload, id string) (*asynq.Task, error) {
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("installation task: %w", err)
+	}
+	return newTask(TypeInstallSync, p, id, QueueTeardown, time.Minute, 5)
 }
 
 func newTask(typ string, payload any, id, queue string, timeout time.Duration, retries int) (*asynq.Task, error) {

@@ -68,4 +68,3 @@ func TestRedisDownIs503(t *testing.T) {
 		t.Errorf("got %d %s, want 503", rec.Code, rec.Body)
 	}
 }
-

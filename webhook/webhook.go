@@ -38,7 +38,13 @@ type Options struct {
 	Allow func(fullName string) bool
 	// BuildTimeout bounds one deploy task.
 	BuildTimeout time.Duration
-	Log          *slog.Logger
+	// AllowDrafts builds previews of draft pull requests too.
+	AllowDrafts bool
+	// BotLogin is byop's own login; its comments are never commands.
+	BotLogin string
+	// Now is the clock (time.Now if nil).
+	Now func() time.Time
+	Log *slog.Logger
 }
 
 // Handler is the webhook receiver, mounted at POST /webhooks/github.
@@ -63,8 +69,13 @@ func New(secret config.Secret, queue enqueuer, opts Options) (*Handler, error) {
 	if opts.BuildTimeout == 0 {
 		opts.BuildTimeout = 20 * time.Minute
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	return &Handler{secret: []byte(secret.Reveal()), queue: queue, opts: opts}, nil
 }
+
+func (h *Handler) now() time.Time { return h.opts.Now() }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
@@ -118,7 +129,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	d := route(event, parsed, h.opts)
+	d := route(event, parsed, h.now().UnixNano(), h.opts)
 	if d.build == nil {
 		log.Debug("ignoring delivery", "why", d.why, "repo", d.repo)
 		answer(w, d.code(), d.why)
