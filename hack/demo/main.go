@@ -6,8 +6,8 @@
 // stops byop.
 //
 // `make demo` runs it after the set-up, with the services' addresses from
-// .cache/test.env. Everything it makes lives under -dir, which it empties
-// first, and in its own Redis database (-redis-db), which it flushes first.
+// .cache/test.env. What it makes lives under -dir (replaced on each run) and
+// in its own Redis database (-redis-db, flushed first).
 //
 // Usage:
 //
@@ -44,7 +44,7 @@ const (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, stop, os.Args[1:], os.Stdout); err != nil {
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
@@ -63,7 +63,7 @@ func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.StringVar(&o.byop, "byop", ".cache/bin/byop", "the byop binary to run")
-	fs.StringVar(&o.dir, "dir", ".cache/demo", "directory for the sample repository, byop's data and log (emptied first)")
+	fs.StringVar(&o.dir, "dir", ".cache/demo", "directory for the sample repository (git/), byop's data (byop/) and log, all replaced on each run")
 	fs.StringVar(&o.baseImage, "base-image", os.Getenv("BYOP_TEST_BASE_IMAGE"), "base image of the sample app's Dockerfile (busybox)")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:8080", "address of byop's webhook receiver and pages")
 	fs.StringVar(&o.router, "router", "127.0.0.1:8081", "address of byop's preview router")
@@ -90,9 +90,8 @@ func envOr(name, def string) string {
 }
 
 // run runs the demo until ctx ends (or, with -once, until the preview
-// answers). stopSignals restores the default handling of Ctrl-C, so that a
-// second one cuts the tear-down short.
-func run(ctx context.Context, stopSignals func(), args []string, stdout io.Writer) error {
+// answers).
+func run(ctx context.Context, args []string, stdout io.Writer) error {
 	start := time.Now()
 	o, err := parseFlags(args)
 	if err != nil {
@@ -107,8 +106,12 @@ func run(ctx context.Context, stopSignals func(), args []string, stdout io.Write
 	if err != nil {
 		return err
 	}
-	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("emptying %s: %w", dir, err)
+	// Start clean: what an earlier demo left is removed (its preview
+	// containers, if any, are replaced by this run's deploy).
+	for _, sub := range []string{"git", "byop"} {
+		if err := os.RemoveAll(filepath.Join(dir, sub)); err != nil {
+			return fmt.Errorf("removing an earlier demo's files: %w", err)
+		}
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: o.redis, DB: o.redisDB})
 	err = rdb.FlushDB(ctx).Err()
@@ -148,9 +151,8 @@ func run(ctx context.Context, stopSignals func(), args []string, stdout io.Write
 		return err
 	}
 	defer func() {
-		// The signal that ended ctx has been caught; from now on a second
-		// one ends the demo at once, leaving the preview running.
-		stopSignals()
+		// ctx may have ended already: the tear-down has its own, which a
+		// further Ctrl-C cuts short (byop is stopped all the same).
 		fmt.Fprintln(stdout, "demo: closing the pull request: tearing the preview down (Ctrl-C again to skip)")
 		tctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -193,7 +195,8 @@ byop's pages: %s/ (build: %s/builds/1)
 func portFree(addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("%s is taken (%w): is an earlier `make demo` or another byop still running? Stop it, or choose other addresses with DEMO_FLAGS='-listen ... -router ...'", addr, err)
+		return fmt.Errorf("%s is taken (%w): is an earlier `make demo` or another byop still running? "+
+			"Stop it (`ss -ltnp 'sport = :%s'` shows which process listens), or choose other addresses with DEMO_FLAGS='-listen ... -router ...'", addr, err, portOf(addr))
 	}
 	return ln.Close()
 }
