@@ -2,8 +2,12 @@
 // sticky preview comment per pull request, replies, reactions and permission
 // checks. It works against api.github.com and GitHub Enterprise Server.
 //
-// The token travels only in the Authorization header of requests to the
-// configured API host; it never appears in a URL, a log line or an error.
+// byop authenticates with a personal access token (New, PAT) or as a GitHub
+// App (NewApp, NewWithAuth), whose installation token for each repository is
+// fetched with the App's JWT and refreshed before it expires.
+//
+// Tokens travel only in the Authorization header of requests to the
+// configured API host; they never appear in a URL, a log line or an error.
 // Server errors and rate limits are retried a bounded number of times with
 // bounded waits (see Retry).
 package forge
@@ -21,7 +25,8 @@ import (
 	"github.com/byop-dev/byop/config"
 )
 
-// Client is a GitHub REST API client for one API host and one token.
+// Client is a GitHub REST API client for one API host, with a personal
+// access token or a GitHub App's installation tokens.
 type Client struct {
 	gh    *github.Client
 	log   *slog.Logger
@@ -68,13 +73,52 @@ const DefaultUserAgent = "byop"
 // appended, as go-github's WithEnterpriseURLs does. The token is sent only in
 // the Authorization header. A baseURL carrying credentials is refused.
 func New(baseURL string, token config.Secret, opts ...Option) (*Client, error) {
+	if token.IsZero() {
+		if _, err := parseBaseURL(baseURL); err != nil {
+			return nil, err
+		}
+		return nil, errors.New("creating GitHub client: no token given")
+	}
+	return NewWithAuth(baseURL, PAT(token), opts...)
+}
+
+// NewWithAuth is New with credentials chosen per repository: each request
+// for a repository (a path under repos/{owner}/{repo}/) carries the token
+// auth gives for that repository, such as a GitHub App installation's token
+// from an *App made for the same baseURL.
+func NewWithAuth(baseURL string, auth Auth, opts ...Option) (*Client, error) {
 	base, err := parseBaseURL(baseURL)
 	if err != nil {
 		return nil, err
 	}
-	if token.IsZero() {
+	if auth == nil {
+		return nil, errors.New("creating GitHub client: no credentials given")
+	}
+	if p, ok := auth.(patAuth); ok && p.token.IsZero() {
 		return nil, errors.New("creating GitHub client: no token given")
 	}
+	o := newOptions(opts)
+	hc := o.client()
+	// Retries wrap authentication so each attempt is authenticated afresh;
+	// logging sits innermost so it sees (and redacts) the header actually sent.
+	at := &authTransport{
+		next:   &logTransport{next: hc.Transport, log: o.log},
+		scheme: base.Scheme,
+		host:   base.Host,
+		auth:   auth,
+	}
+	hc.Transport = &retryTransport{next: at, policy: o.retry, log: o.log}
+
+	gh, err := github.NewClient(hc).WithEnterpriseURLs(base.String(), base.String())
+	if err != nil {
+		return nil, fmt.Errorf("creating GitHub client: %w", err)
+	}
+	gh.UserAgent = o.userAgent
+	at.prefix = gh.BaseURL.Path // with "/api/v3/" when go-github added it
+	return &Client{gh: gh, log: o.log, login: o.login}, nil
+}
+
+func newOptions(opts []Option) options {
 	o := options{userAgent: DefaultUserAgent}
 	for _, opt := range opts {
 		opt(&o)
@@ -83,37 +127,23 @@ func New(baseURL string, token config.Secret, opts ...Option) (*Client, error) {
 		o.log = slog.New(slog.DiscardHandler)
 	}
 	o.retry = o.retry.withDefaults()
+	return o
+}
 
+// client returns a copy of the configured HTTP client whose Transport is
+// the one to send requests with (never nil).
+func (o options) client() *http.Client {
 	hc := &http.Client{}
 	if o.httpClient != nil {
 		copied := *o.httpClient
 		hc = &copied
 	}
-	inner := hc.Transport
-	if inner == nil {
+	if hc.Transport == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.ResponseHeaderTimeout = 30 * time.Second
-		inner = t
+		hc.Transport = t
 	}
-	// Retries wrap authentication so each attempt is authenticated afresh;
-	// logging sits innermost so it sees (and redacts) the header actually sent.
-	hc.Transport = &retryTransport{
-		next: &authTransport{
-			next:   &logTransport{next: inner, log: o.log},
-			scheme: base.Scheme,
-			host:   base.Host,
-			token:  token,
-		},
-		policy: o.retry,
-		log:    o.log,
-	}
-
-	gh, err := github.NewClient(hc).WithEnterpriseURLs(base.String(), base.String())
-	if err != nil {
-		return nil, fmt.Errorf("creating GitHub client: %w", err)
-	}
-	gh.UserAgent = o.userAgent
-	return &Client{gh: gh, log: o.log, login: o.login}, nil
+	return hc
 }
 
 // parseBaseURL checks that raw is an absolute http(s) URL without

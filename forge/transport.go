@@ -10,25 +10,62 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/byop-dev/byop/config"
 )
 
-// authTransport adds the token to requests for the API host, and only to
-// those: a redirect elsewhere never carries it.
+// authTransport adds the token for the request's repository to requests for
+// the API host, and only to those: a redirect elsewhere never carries it.
 type authTransport struct {
 	next         http.RoundTripper
 	scheme, host string
-	token        config.Secret
+	prefix       string // the API's path, e.g. "/" or "/api/v3/"
+	auth         Auth
 }
 
 func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	r := req.Clone(req.Context())
-	if strings.EqualFold(r.URL.Scheme, t.scheme) && strings.EqualFold(r.URL.Host, t.host) {
-		r.Header.Set("Authorization", "Bearer "+t.token.Reveal())
-	} else {
+	if !strings.EqualFold(r.URL.Scheme, t.scheme) || !strings.EqualFold(r.URL.Host, t.host) {
 		r.Header.Del("Authorization")
+		return t.next.RoundTrip(r)
 	}
+	owner, repo := repoOf(r.URL.Path, t.prefix)
+	tok, err := t.auth.Token(r.Context(), owner, repo)
+	if err != nil {
+		if req.Body != nil {
+			req.Body.Close() // a RoundTripper closes the body, even on errors
+		}
+		return nil, err
+	}
+	r.Header.Set("Authorization", "Bearer "+tok.Reveal())
+	return t.next.RoundTrip(r)
+}
+
+// repoOf returns the owner and name of the repository that path, under the
+// API's prefix, is about: "", "" when it is not under repos/{owner}/{repo}/.
+func repoOf(path, prefix string) (owner, repo string) {
+	rest, ok := strings.CutPrefix(path, prefix)
+	if !ok {
+		return "", ""
+	}
+	seg := strings.SplitN(rest, "/", 4)
+	if len(seg) < 3 || seg[0] != "repos" || seg[1] == "" || seg[2] == "" {
+		return "", ""
+	}
+	return seg[1], seg[2]
+}
+
+// userAgentTransport sets the User-Agent on requests that have none (those
+// ghinstallation makes to fetch installation tokens).
+type userAgentTransport struct {
+	next http.RoundTripper
+	ua   string
+}
+
+func (t *userAgentTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Header.Get("User-Agent") != "" {
+		return t.next.RoundTrip(req)
+	}
+	r := req.Clone(req.Context())
+	r.Header.Set("User-Agent", t.ua)
 	return t.next.RoundTrip(r)
 }
 
