@@ -31,9 +31,12 @@ type composeNetwork struct {
 	Labels map[string]string `yaml:"labels,omitempty"`
 }
 
+// loopback is where Local publishes ports: only this host reaches them.
+const loopback = "127.0.0.1"
+
 // newService returns the service that runs s.Revision: its port is
-// published on 127.0.0.1 on a host port Docker picks.
-func newService(s Spec) composeService {
+// published on the host address bindIP, on a host port Docker picks.
+func newService(s Spec, bindIP string) composeService {
 	labels := maps.Clone(s.Labels)
 	if labels == nil {
 		labels = map[string]string{}
@@ -46,7 +49,7 @@ func newService(s Spec) composeService {
 		Labels: labels,
 		// Short syntax: Compose v1 does not know the long syntax's host_ip.
 		// Empty host port: Docker picks an ephemeral one.
-		Ports:   []string{"127.0.0.1::" + strconv.Itoa(s.Port) + "/tcp"},
+		Ports:   []string{bindIP + "::" + strconv.Itoa(s.Port) + "/tcp"},
 		Restart: "unless-stopped",
 	}
 }
@@ -62,15 +65,19 @@ func newNetwork(s Spec) composeNetwork {
 	return composeNetwork{Labels: labels}
 }
 
-// withRevision returns f (or a new file) with s's service added or replaced.
-// An existing network keeps its labels, so that compose never sees the
-// project's network change.
-func withRevision(f composeFile, s Spec) composeFile {
+// withRevision returns f (or a new file) with s's service added or
+// replaced, its port published on loopback.
+func withRevision(f composeFile, s Spec) composeFile { return withRevisionOn(f, s, loopback) }
+
+// withRevisionOn returns f (or a new file) with s's service added or
+// replaced, its port published on bindIP. An existing network keeps its
+// labels, so that compose never sees the project's network change.
+func withRevisionOn(f composeFile, s Spec, bindIP string) composeFile {
 	out := composeFile{Services: maps.Clone(f.Services), Networks: maps.Clone(f.Networks)}
 	if out.Services == nil {
 		out.Services = map[string]composeService{}
 	}
-	out.Services[serviceName(s.Revision)] = newService(s)
+	out.Services[serviceName(s.Revision)] = newService(s, bindIP)
 	if _, ok := out.Networks["default"]; !ok {
 		if out.Networks == nil {
 			out.Networks = map[string]composeNetwork{}

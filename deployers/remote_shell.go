@@ -25,7 +25,8 @@ func shellQuote(argv []string) string {
 }
 
 // quoteWord quotes one word: single quotes keep everything literal, and a
-// single quote itself is written as '\'' (close, escaped quote, reopen).
+// single quote inside is written as quote, backslash, quote, quote: it
+// closes the quoted part, adds an escaped quote and opens a new part.
 func quoteWord(s string) string {
 	if shellSafe.MatchString(s) {
 		return s
