@@ -225,6 +225,30 @@ func (a *App) forget(owner, repo string, id int64) {
 	in.mu.Unlock()
 }
 
+// refused is told that GitHub answered 401 to owner/repo's token: the
+// installation may have been deleted, or its token revoked. The next Token
+// call for owner/repo looks up its installation and fetches a token afresh.
+func (a *App) refused(ctx context.Context, owner, repo string) {
+	key := strings.ToLower(owner + "/" + repo)
+	a.mu.Lock()
+	in := a.repos[key]
+	a.mu.Unlock()
+	if in == nil {
+		return
+	}
+	in.mu.Lock()
+	id := in.id
+	in.mu.Unlock()
+	if id == 0 {
+		return
+	}
+	a.log.LogAttrs(ctx, slog.LevelWarn, "GitHub refused the App's installation token; will fetch another",
+		slog.String("repo", owner+"/"+repo), slog.Int64("installation", id))
+	a.forget(owner, repo, id)
+}
+
+var _ refusable = (*App)(nil)
+
 // installationToken returns installation id's token, fetched or refreshed
 // by its ghinstallation.Transport when needed.
 func (a *App) installationToken(ctx context.Context, id int64) (config.Secret, error) {

@@ -36,7 +36,19 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	r.Header.Set("Authorization", "Bearer "+tok.Reveal())
-	return t.next.RoundTrip(r)
+	resp, err := t.next.RoundTrip(r)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized {
+		if rv, ok := t.auth.(refusable); ok {
+			rv.refused(r.Context(), owner, repo)
+		}
+	}
+	return resp, err
+}
+
+// refusable is an Auth that wants to know when GitHub refused a token it
+// gave, so as to get another next time.
+type refusable interface {
+	refused(ctx context.Context, owner, repo string)
 }
 
 // repoOf returns the owner and name of the repository that path, under the

@@ -52,8 +52,10 @@ type Server struct {
 	statuses  map[string][]forge.Status // "owner/repo@sha"
 	comments  map[string][]*comment     // "owner/repo#pr", oldest first
 	byID      map[int64]*comment
-	perms     map[string]string  // "owner/repo/user"
-	reactions map[int64][]string // comment ID -> contents, in order
+	perms     map[string]string            // "owner/repo/user"
+	reactions map[int64][]string           // comment ID -> contents, in order
+	pulls     map[string]forge.PullRequest // "owner/repo#n"
+	app       *app                         // nil until EnableApp
 	errs      []string
 	requests  []string
 	fail      struct {
@@ -83,6 +85,7 @@ func NewServer(t testing.TB) *Server {
 		byID:      map[int64]*comment{},
 		perms:     map[string]string{},
 		reactions: map[int64][]string{},
+		pulls:     map[string]forge.PullRequest{},
 	}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.srv.Close)
@@ -94,7 +97,7 @@ func NewServer(t testing.TB) *Server {
 func (s *Server) URL() string { return s.srv.URL }
 
 // Token returns the token the fake expects, as "Bearer <token>" or
-// "token <token>" in the Authorization header.
+// "token <token>" in the Authorization header, until EnableApp is called.
 func (s *Server) Token() string { return s.token }
 
 // Login returns the login the token acts as: the author of comments byop
@@ -275,22 +278,45 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // route checks r and dispatches it; it needs s.mu held.
 func (s *Server) route(r *http.Request) (int, any, *apiError) {
-	if err := s.checkAuth(r); err != nil {
-		return 0, nil, err
-	}
-	if r.Header.Get("User-Agent") == "" {
-		return 0, nil, reject(http.StatusForbidden, "no User-Agent header (GitHub requires one)")
-	}
-	path := r.URL.Path
-	if p, ok := strings.CutPrefix(path, "/api/v3/"); ok {
-		path = "/" + p
-	}
-	seg := strings.Split(strings.Trim(path, "/"), "/")
-	if len(seg) < 4 || seg[0] != "repos" || seg[1] == "" || seg[2] == "" {
+	seg := strings.Split(strings.Trim(apiPath(r), "/"), "/")
+	m := r.Method
+	repoRoute := len(seg) >= 4 && seg[0] == "repos" && seg[1] != "" && seg[2] != ""
+
+	// Endpoints for the App itself take its JWT, not a token.
+	if seg[0] == "app" || (repoRoute && len(seg) == 4 && seg[3] == "installation") {
+		if err := s.checkJWT(r); err != nil {
+			return 0, nil, err
+		}
+		if err := checkUserAgent(r); err != nil {
+			return 0, nil, err
+		}
+		switch {
+		case m == http.MethodGet && repoRoute:
+			return s.findInstallation(seg[1], seg[2])
+		case m == http.MethodPost && len(seg) == 4 && seg[1] == "installations" && seg[3] == "access_tokens":
+			id, err := strconv.ParseInt(seg[2], 10, 64)
+			if err != nil || id <= 0 {
+				return 0, nil, reject(http.StatusNotFound, "installation id %q is not a positive integer", seg[2])
+			}
+			return s.createInstallationToken(r, id)
+		}
 		return 0, nil, reject(http.StatusNotFound, "no such route")
 	}
-	owner, repo, rest := seg[1], seg[2], seg[3:]
-	m := r.Method
+
+	var owner, repo string
+	if repoRoute {
+		owner, repo = seg[1], seg[2]
+	}
+	if err := s.checkAuth(r, owner, repo); err != nil {
+		return 0, nil, err
+	}
+	if err := checkUserAgent(r); err != nil {
+		return 0, nil, err
+	}
+	if !repoRoute {
+		return 0, nil, reject(http.StatusNotFound, "no such route")
+	}
+	rest := seg[3:]
 	switch {
 	case m == http.MethodPost && len(rest) == 2 && rest[0] == "statuses":
 		return s.createStatus(r, owner, repo, rest[1])
@@ -319,12 +345,36 @@ func (s *Server) route(r *http.Request) (int, any, *apiError) {
 		return s.react(r, owner, repo, id)
 	case m == http.MethodGet && len(rest) == 3 && rest[0] == "collaborators" && rest[2] == "permission":
 		return s.permission(owner, repo, rest[1])
+	case m == http.MethodGet && len(rest) == 2 && rest[0] == "pulls":
+		n, err := strconv.Atoi(rest[1])
+		if err != nil || n <= 0 {
+			return 0, nil, reject(http.StatusNotFound, "pull request number %q is not a positive integer", rest[1])
+		}
+		return s.pullRequest(owner, repo, n)
 	}
 	return 0, nil, reject(http.StatusNotFound, "no such route")
 }
 
-func (s *Server) checkAuth(r *http.Request) *apiError {
-	if strings.Contains(r.URL.String(), s.token) {
+// apiPath returns r's path without the "/api/v3" of GitHub Enterprise Server.
+func apiPath(r *http.Request) string {
+	if p, ok := strings.CutPrefix(r.URL.Path, "/api/v3/"); ok {
+		return "/" + p
+	}
+	return r.URL.Path
+}
+
+func checkUserAgent(r *http.Request) *apiError {
+	if r.Header.Get("User-Agent") == "" {
+		return reject(http.StatusForbidden, "no User-Agent header (GitHub requires one)")
+	}
+	return nil
+}
+
+// checkAuth checks the token of a request for owner/repo ("" for other
+// routes): the PAT, or once EnableApp was called, an installation token of
+// the repository's installation that has not expired.
+func (s *Server) checkAuth(r *http.Request, owner, repo string) *apiError {
+	if s.tokenInURL(r) {
 		return reject(http.StatusUnauthorized, "token sent in the URL")
 	}
 	auth := r.Header.Get("Authorization")
@@ -334,6 +384,8 @@ func (s *Server) checkAuth(r *http.Request) *apiError {
 		return reject(http.StatusUnauthorized, "no Authorization header")
 	case !ok || (scheme != "Bearer" && scheme != "token"):
 		return reject(http.StatusUnauthorized, "Authorization is not \"Bearer <token>\" or \"token <token>\"")
+	case s.app != nil:
+		return s.checkInstallationToken(r, tok, owner, repo)
 	case tok != s.token:
 		return reject(http.StatusUnauthorized, "wrong token")
 	}
