@@ -17,7 +17,12 @@ type Key struct {
 	PR    int
 }
 
-func (k Key) String() string { return fmt.Sprintf("%s/%s#%d", k.Owner, k.Repo, k.PR) }
+func (k Key) String() string {
+	if k.PR == 0 {
+		return k.FullName()
+	}
+	return fmt.Sprintf("%s/%s#%d", k.Owner, k.Repo, k.PR)
+}
 
 // FullName is "owner/repo".
 func (k Key) FullName() string { return k.Owner + "/" + k.Repo }

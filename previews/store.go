@@ -27,6 +27,8 @@ const (
 	Pushing   State = "pushing"
 	Deploying State = "deploying"
 	Running   State = "running"
+	// Pushed ends a build of a branch push, which has no preview.
+	Pushed    State = "pushed"
 	Failed    State = "failed"
 	Cancelled State = "cancelled"
 	// Closed is a preview's state once its pull request closed and it was removed.
@@ -34,7 +36,9 @@ const (
 )
 
 // Done reports whether the state is final.
-func (s State) Done() bool { return s == Running || s == Failed || s == Cancelled || s == Closed }
+func (s State) Done() bool {
+	return s == Running || s == Pushed || s == Failed || s == Cancelled || s == Closed
+}
 
 // Build is one commit going through the pipeline.
 type Build struct {
@@ -60,6 +64,8 @@ type Preview struct {
 	BuildID   int64
 	CommentID int64
 	Comment   string
+	// Seq is the order of the newest work seen for the pull request.
+	Seq       int64
 	UpdatedAt time.Time
 }
 
@@ -147,6 +153,10 @@ func (s *Store) migrate(ctx context.Context) error {
 	}
 	return nil
 }
+
+type sqlTx = sql.Tx
+
+var errNoRows = sql.ErrNoRows
 
 func (s *Store) inTx(ctx context.Context, f func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -311,12 +321,12 @@ func (s *Store) Log(ctx context.Context, buildID, after int64) ([]LogLine, error
 	return out, rows.Err()
 }
 
-const previewColumns = `owner, repo, pr, sha, state, url, upstream, build_id, comment_id, comment, updated_at`
+const previewColumns = `owner, repo, pr, sha, state, url, upstream, build_id, comment_id, comment, seq, updated_at`
 
 func scanPreview(row interface{ Scan(...any) error }) (Preview, error) {
 	var p Preview
 	var updated int64
-	err := row.Scan(&p.Key.Owner, &p.Key.Repo, &p.Key.PR, &p.SHA, &p.State, &p.URL, &p.Upstream, &p.BuildID, &p.CommentID, &p.Comment, &updated)
+	err := row.Scan(&p.Key.Owner, &p.Key.Repo, &p.Key.PR, &p.SHA, &p.State, &p.URL, &p.Upstream, &p.BuildID, &p.CommentID, &p.Comment, &p.Seq, &updated)
 	p.UpdatedAt = time.UnixMilli(updated)
 	return p, err
 }
@@ -337,11 +347,11 @@ func (s *Store) Preview(ctx context.Context, key Key) (p Preview, ok bool, err e
 // SavePreview writes a preview, replacing what was known of it.
 func (s *Store) SavePreview(ctx context.Context, p Preview) error {
 	_, err := s.db.ExecContext(ctx, `
-		INSERT INTO previews (`+previewColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		INSERT INTO previews (`+previewColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (owner, repo, pr) DO UPDATE SET sha = excluded.sha, state = excluded.state, url = excluded.url,
 			upstream = excluded.upstream, build_id = excluded.build_id, comment_id = excluded.comment_id,
-			comment = excluded.comment, updated_at = excluded.updated_at`,
-		p.Key.Owner, p.Key.Repo, p.Key.PR, p.SHA, p.State, p.URL, p.Upstream, p.BuildID, p.CommentID, p.Comment, s.now().UnixMilli())
+			comment = excluded.comment, seq = MAX(previews.seq, excluded.seq), updated_at = excluded.updated_at`,
+		p.Key.Owner, p.Key.Repo, p.Key.PR, p.SHA, p.State, p.URL, p.Upstream, p.BuildID, p.CommentID, p.Comment, p.Seq, s.now().UnixMilli())
 	if err != nil {
 		return fmt.Errorf("saving preview %s: %w", p.Key, err)
 	}

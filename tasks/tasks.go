@@ -78,6 +78,8 @@ type TeardownPayload struct {
 	Owner string `json:"owner"`
 	Repo  string `json:"repo"`
 	PR    int    `json:"pr"`
+	// Seq orders it among the pull request's work, as DeployPayload.Seq.
+	Seq int64 `json:"seq"`
 }
 
 // Validate reports a payload the pipeline cannot act on.

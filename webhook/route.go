@@ -88,7 +88,7 @@ func routePullRequest(ev *github.PullRequestEvent, seq int64, opts Options) deci
 			},
 		}
 	case "closed":
-		p := tasks.TeardownPayload{Owner: owner, Repo: name, PR: number}
+		p := tasks.TeardownPayload{Owner: owner, Repo: name, PR: number, Seq: seq}
 		return decision{
 			repo: full,
 			typ:  tasks.TypePreviewTeardown,

@@ -10,12 +10,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 
 	"github.com/byop-dev/byop/buildkit"
+	"github.com/byop-dev/byop/config"
 	"github.com/byop-dev/byop/deployers"
 	"github.com/byop-dev/byop/forge"
 	"github.com/byop-dev/byop/gitsrc"
@@ -104,10 +106,49 @@ func (f *fakeRouter) Set(host string, u *url.URL) { f.routes[host] = u.String() 
 func (f *fakeRouter) Remove(host string)          { delete(f.routes, host) }
 
 type fakeGitHub struct {
-	mu       sync.Mutex
-	statuses []forge.Status
-	comments map[int64]string
-	upserts  int
+	mu        sync.Mutex
+	statuses  []forge.Status
+	comments  map[int64]string
+	upserts   int
+	perms     map[string]string // user -> permission
+	pr        forge.PullRequest
+	reactions []string
+	replies   []string
+}
+
+func (f *fakeGitHub) Permission(ctx context.Context, owner, repo, user string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if p, ok := f.perms[user]; ok {
+		return p, nil
+	}
+	return "none", nil
+}
+
+func (f *fakeGitHub) React(ctx context.Context, owner, repo string, id int64, content string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reactions = append(f.reactions, content)
+	return nil
+}
+
+func (f *fakeGitHub) Reply(ctx context.Context, owner, repo string, pr int, body string) (int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.replies = append(f.replies, body)
+	return int64(100 + len(f.replies)), nil
+}
+
+func (f *fakeGitHub) PullRequest(ctx context.Context, owner, repo string, n int) (forge.PullRequest, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pr, nil
+}
+
+type fakeTokens struct{}
+
+func (fakeTokens) Token(ctx context.Context, owner, repo string) (config.Secret, error) {
+	return "tok", nil
 }
 
 func (f *fakeGitHub) SetStatus(ctx context.Context, owner, repo string, s forge.Status) error {
@@ -157,18 +198,28 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	h := &harness{source: &fakeSource{}, builder: &fakeBuilder{}, runner: &fakeRunner{}, router: &fakeRouter{routes: map[string]string{}}, github: &fakeGitHub{comments: map[int64]string{}}, store: store}
+	h := &harness{source: &fakeSource{}, builder: &fakeBuilder{}, runner: &fakeRunner{}, router: &fakeRouter{routes: map[string]string{}}, github: &fakeGitHub{comments: map[int64]string{}, perms: map[string]string{}}, store: store}
 	h.p = &Pipeline{
 		Source: h.source, Builder: h.builder, Images: &fakeImages{ports: []int{8080, 9000}}, Runner: h.runner,
-		Router: h.router, Store: store, Reporter: h.github, Log: slog.New(slog.DiscardHandler),
-		Settings: Settings{PublicURL: "https://byop.example/", RegistryPrefix: "reg:5000/byop", PreviewDomain: "preview.example", RouterPort: 80, WorkDir: dir, Token: "tok"},
+		Router: h.router, Store: store, Reporter: h.github, Tokens: fakeTokens{}, Log: slog.New(slog.DiscardHandler),
+		Settings: Settings{PublicURL: "https://byop.example/", RegistryPrefix: "reg:5000/byop", PreviewDomain: "preview.example", RouterPort: 80, WorkDir: dir},
 	}
 	return h
 }
 
+// seq orders the test's deliveries: each payload is newer than the last.
+var seq atomic.Int64
+
+// payload is a pull request pushed to the repository itself (trusted).
+func payload(sha string) tasks.DeployPayload {
+	return tasks.DeployPayload{Owner: "Acme", Repo: "Web", PR: 7, SHA: sha, Ref: "refs/pull/7/head",
+		CloneURL: "https://git.example/Acme/Web.git", SourceURL: "https://git.example/Acme/Web",
+		HeadRepo: "Acme/Web", Author: "alice", Seq: seq.Add(1)}
+}
+
 func deployTask(t *testing.T, sha string) *asynq.Task {
 	t.Helper()
-	task, err := tasks.NewPreviewDeployTask(tasks.DeployPayload{Owner: "Acme", Repo: "Web", PR: 7, SHA: sha, Ref: "refs/pull/7/head", CloneURL: "https://git.example/Acme/Web.git", SourceURL: "https://git.example/Acme/Web"}, "delivery-"+sha[:4], time.Minute)
+	task, err := tasks.NewPreviewDeployTask(payload(sha), "delivery-"+sha[:4], time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}

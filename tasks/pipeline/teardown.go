@@ -3,6 +3,8 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -12,20 +14,28 @@ import (
 )
 
 // HandleTeardown removes a pull request's preview: its containers, networks
-// and volumes, its route, and says so in the comment. Tearing down what is
-// already gone is fine.
+// and volumes, its route, and says so in the comment. Work in flight for
+// the pull request is cancelled first. Tearing down what is already gone is
+// fine.
 func (p *Pipeline) HandleTeardown(ctx context.Context, t *asynq.Task) error {
 	pl, err := tasks.Decode[tasks.TeardownPayload](t)
 	if err != nil {
 		return err
 	}
 	key := previews.Key{Owner: pl.Owner, Repo: pl.Repo, PR: pl.PR}
+	return p.teardown(ctx, key, pl.Seq, commentClosed, p.Log.With("pr", key.String()))
+}
+
+func (p *Pipeline) teardown(ctx context.Context, key previews.Key, seq int64, kind commentKind, log *slog.Logger) error {
+	if seq == 0 {
+		seq = time.Now().UnixNano()
+	}
+	p.heads.end(key.String(), seq, errClosed)
 	unlock, err := p.locks.lock(ctx, key.String())
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	log := p.Log.With("pr", key.String())
 
 	p.Router.Remove(key.Host(p.Settings.PreviewDomain))
 	if err := p.Runner.Teardown(ctx, key.Project()); err != nil {
@@ -37,11 +47,11 @@ func (p *Pipeline) HandleTeardown(ctx context.Context, t *asynq.Task) error {
 	}
 	pv.State = previews.Closed
 	pv.Upstream = ""
-	pv.Comment = commentBody(commentClosed, p.Settings.PreviewDomain, pv.SHA, "", previews.Build{}, pv)
+	pv.Seq = max(pv.Seq, seq)
+	body := commentBody(kind, pv.SHA, "", previews.Build{}, pv)
 	if known {
-		p.upsertComment(ctx, &pv, log)
-	}
-	if err := p.Store.SavePreview(ctx, pv); err != nil {
+		p.saveComment(ctx, &pv, body, log)
+	} else if err := p.Store.SavePreview(ctx, pv); err != nil {
 		return err
 	}
 	log.Info("preview removed")
