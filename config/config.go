@@ -31,6 +31,15 @@ type Config struct {
 	// GitHubToken is a token for GitHub's REST API and for cloning. Without it,
 	// byop still runs and shows its reports on its own pages only.
 	GitHubToken Secret `yaml:"github_token" env:"BYOP_GITHUB_TOKEN"`
+	// GitHubAppID and GitHubAppKeyFile make byop act as a GitHub App: API
+	// calls and clones use each repository's installation token. Use them
+	// instead of GitHubToken.
+	GitHubAppID      int64  `yaml:"github_app_id" env:"BYOP_GITHUB_APP_ID"`
+	GitHubAppKeyFile string `yaml:"github_app_key_file" env:"BYOP_GITHUB_APP_KEY_FILE"`
+	// GitHubLogin is the login byop acts as on GitHub ("byop-bot",
+	// "my-app[bot]"). Its comments are never taken as commands, and only its
+	// own marked comment is edited.
+	GitHubLogin string `yaml:"github_login" env:"BYOP_GITHUB_LOGIN"`
 	// GitHubAPIURL is GitHub's REST API base (GitHub Enterprise Server: https://host/api/v3/).
 	GitHubAPIURL string `yaml:"github_api_url" env:"BYOP_GITHUB_API_URL"`
 	// RedisAddr is the Redis server holding the task queue.
@@ -54,6 +63,15 @@ type Config struct {
 	DataDir string `yaml:"data_dir" env:"BYOP_DATA_DIR"`
 	// Repositories lists what byop builds: exact "owner/repo" or "owner/*".
 	Repositories []string `yaml:"repositories" env:"BYOP_REPOSITORIES" envSeparator:","`
+	// AllowDrafts builds previews of draft pull requests too.
+	AllowDrafts bool `yaml:"allow_drafts" env:"BYOP_ALLOW_DRAFTS"`
+	// TrustOncePerPR lets one /ok-to-test trust every later push of a pull
+	// request, instead of only the head it was given for.
+	TrustOncePerPR bool `yaml:"trust_once_per_pr" env:"BYOP_TRUST_ONCE_PER_PR"`
+	// MaxBuilds bounds the builds running at once; MaxBuildsPerRepo the
+	// builds of one repository (0: no bound). Work past them waits.
+	MaxBuilds        int `yaml:"max_builds" env:"BYOP_MAX_BUILDS"`
+	MaxBuildsPerRepo int `yaml:"max_builds_per_repo" env:"BYOP_MAX_BUILDS_PER_REPO"`
 	// Concurrency is how many tasks the worker runs at once.
 	Concurrency int `yaml:"concurrency" env:"BYOP_CONCURRENCY"`
 	// BuildTimeout bounds fetching, building and pushing one commit.
@@ -77,6 +95,7 @@ func Default() Config {
 		RouterAddr:       ":8081",
 		DataDir:          "/var/lib/byop",
 		Concurrency:      4,
+		MaxBuilds:        2,
 		BuildTimeout:     20 * time.Minute,
 		DeployTimeout:    2 * time.Minute,
 		LogLevel:         "info",
@@ -136,6 +155,15 @@ func (c Config) Validate() error {
 	}
 	if c.RedisDB < 0 || c.RedisDB > 15 {
 		errs = append(errs, fmt.Errorf("redis_db %d: want 0 to 15", c.RedisDB))
+	}
+	if (c.GitHubAppID != 0) != (c.GitHubAppKeyFile != "") {
+		errs = append(errs, errors.New("github_app_id and github_app_key_file go together"))
+	}
+	if c.GitHubAppID != 0 && !c.GitHubToken.IsZero() {
+		errs = append(errs, errors.New("set github_token or a GitHub App, not both"))
+	}
+	if c.MaxBuilds < 0 || c.MaxBuildsPerRepo < 0 {
+		errs = append(errs, errors.New("max_builds and max_builds_per_repo must not be negative"))
 	}
 	if c.BuildKitAddr == "" {
 		errs = append(errs, errors.New("buildkit_addr is empty"))

@@ -134,15 +134,25 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 			PreviewDomain:    cfg.PreviewDomain,
 			RouterPort:       routerPort,
 			WorkDir:          dirs["work"],
-			Token:            cfg.GitHubToken,
+			TrustOncePerPR:   cfg.TrustOncePerPR,
+			MaxBuilds:        cfg.MaxBuilds,
+			MaxBuildsPerRepo: cfg.MaxBuildsPerRepo,
 		},
 	}
-	if !cfg.GitHubToken.IsZero() {
-		gh, err := forge.New(cfg.GitHubAPIURL, cfg.GitHubToken, forge.WithLogger(log))
+	auth, err := githubAuth(cfg, log)
+	if err != nil {
+		return err
+	}
+	if auth != nil {
+		opts := []forge.Option{forge.WithLogger(log)}
+		if cfg.GitHubLogin != "" {
+			opts = append(opts, forge.WithLogin(cfg.GitHubLogin))
+		}
+		gh, err := forge.NewWithAuth(cfg.GitHubAPIURL, auth, opts...)
 		if err != nil {
 			return err
 		}
-		pipe.Reporter = gh
+		pipe.Reporter, pipe.Tokens = gh, auth
 	} else {
 		log.Info("no GitHub token: reports are shown on byop's own pages only", "url", cfg.PublicURL)
 	}
@@ -150,7 +160,19 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		log.Warn("restoring preview routes", "err", err)
 	}
 
-	receiver, err := webhook.New(cfg.WebhookSecret, queue, webhook.Options{Allow: cfg.Allows, BuildTimeout: cfg.BuildTimeout, Log: log})
+	allow := func(repo string) bool {
+		if cfg.Allows(repo) {
+			return true
+		}
+		ok, err := store.Installed(context.Background(), repo)
+		if err != nil {
+			log.Warn("reading installed repositories", "err", err)
+		}
+		return ok
+	}
+	receiver, err := webhook.New(cfg.WebhookSecret, queue, webhook.Options{
+		Allow: allow, BuildTimeout: cfg.BuildTimeout, AllowDrafts: cfg.AllowDrafts, BotLogin: cfg.GitHubLogin, Log: log,
+	})
 	if err != nil {
 		return err
 	}
@@ -193,6 +215,22 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	previewSrv.Shutdown(shutdown)
 	log.Info("byop stopped")
 	return nil
+}
+
+// githubAuth is how byop authenticates to GitHub: as a GitHub App, with a
+// token, or (nil) not at all.
+func githubAuth(cfg config.Config, log *slog.Logger) (forge.Auth, error) {
+	switch {
+	case cfg.GitHubAppID != 0:
+		key, err := os.ReadFile(cfg.GitHubAppKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading the GitHub App's key: %w", err)
+		}
+		return forge.NewApp(cfg.GitHubAPIURL, cfg.GitHubAppID, key, forge.WithLogger(log))
+	case !cfg.GitHubToken.IsZero():
+		return forge.PAT(cfg.GitHubToken), nil
+	}
+	return nil, nil
 }
 
 // healthz answers 200 when Redis and the store answer.
