@@ -602,3 +602,42 @@ type failingAuth struct{}
 func (failingAuth) Token(context.Context, string, string) (config.Secret, error) {
 	return "", errNoToken
 }
+
+func TestAppLoginFindsTheCommentsItWrote(t *testing.T) {
+	ctx := context.Background()
+	s := forgetest.NewServer(t)
+	a := newAppClient(t, s)
+	first, err := a.c.UpsertComment(ctx, "acme", "app", 2, 0, "building")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.AddComment("acme", "app", 2, "mallory", forge.Marker+"\nnot byop's")
+
+	for range 2 {
+		login, err := a.app.Login(ctx)
+		if err != nil || login != "byop[bot]" {
+			t.Fatalf("Login = %q, %v; want byop[bot]", login, err)
+		}
+	}
+	if n := count(s, "GET /app"); n != 1 {
+		t.Errorf("asked for the App %d times, want once", n)
+	}
+	login, _ := a.app.Login(ctx)
+	pemKey, _ := appKey()
+	app, err := forge.NewApp(s.URL(), appID, pemKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarted, err := forge.NewWithAuth(s.URL(), app, forge.WithLogin(login))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := restarted.UpsertComment(ctx, "acme", "app", 2, 0, "deployed")
+	if err != nil || id != first {
+		t.Errorf("UpsertComment after a restart = %d, %v; want the App's comment %d", id, err, first)
+	}
+	if got := s.Comments("acme", "app", 2); len(got) != 2 || got[0].Author != "byop[bot]" || got[0].Edits != 1 || got[1].Edits != 0 {
+		t.Errorf("comments = %+v, want the App's edited, mallory's untouched", got)
+	}
+	noErrors(t, s)
+}

@@ -55,6 +55,7 @@ type App struct {
 	mu     sync.Mutex
 	repos  map[string]*installation            // "owner/repo", lower case
 	tokens map[int64]*ghinstallation.Transport // by installation ID
+	login  string                              // "<slug>[bot]", once asked
 }
 
 // installation is a repository's installation ID, once found. Its mutex
@@ -146,6 +147,30 @@ func parsePrivateKey(pemBytes []byte) (*rsa.PrivateKey, error) {
 
 // ID returns the App's ID.
 func (a *App) ID() int64 { return a.id }
+
+// Login returns the login the App acts as, "<slug>[bot]" (e.g.
+// "byop[bot]"): the author of the comments it writes, for WithLogin. It asks
+// GitHub (GET /app) the first time.
+func (a *App) Login(ctx context.Context) (string, error) {
+	a.mu.Lock()
+	login := a.login
+	a.mu.Unlock()
+	if login != "" {
+		return login, nil
+	}
+	info, _, err := a.gh.Apps.Get(ctx, "")
+	if err != nil {
+		return "", fmt.Errorf("getting GitHub App %d's slug: %w", a.id, err)
+	}
+	if info.GetSlug() == "" {
+		return "", fmt.Errorf("getting GitHub App %d's slug: GitHub answered without one", a.id)
+	}
+	login = info.GetSlug() + "[bot]"
+	a.mu.Lock()
+	a.login = login
+	a.mu.Unlock()
+	return login, nil
+}
 
 // Token returns the installation token for the App's installation on
 // owner/repo. A token still valid for more than a minute is reused.

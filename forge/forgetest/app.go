@@ -28,6 +28,10 @@ type InstallationToken struct {
 	Used           []string // the requests it authenticated, as "METHOD /path" (without /api/v3), in order
 }
 
+// AppSlug is the fake App's slug: with EnableApp, the fake's Login is
+// AppSlug+"[bot]", as GitHub names an App's bot user.
+const AppSlug = "byop"
+
 // DefaultTokenLifetime is how long installation tokens last, as on GitHub.
 const DefaultTokenLifetime = time.Hour
 
@@ -60,10 +64,12 @@ func GenerateAppKey(t testing.TB) (privatePEM []byte, pub *rsa.PublicKey) {
 // JWTs pub verifies, installed on every repository as installationID.
 // From then on the repository endpoints accept only unexpired installation
 // tokens of the repository's installation: the PAT (Token) and the App's
-// JWT are rejected there.
+// JWT are rejected there. What the tokens write is authored by the App's
+// bot user, AppSlug+"[bot]", which Login returns from then on.
 func (s *Server) EnableApp(appID int64, pub *rsa.PublicKey, installationID int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.login = AppSlug + "[bot]"
 	s.app = &app{
 		id:            appID,
 		pub:           pub,
@@ -283,7 +289,7 @@ func (s *Server) installationJSON(id int64, owner string) map[string]any {
 	return map[string]any{
 		"id":                   id,
 		"app_id":               s.app.id,
-		"app_slug":             "byop",
+		"app_slug":             AppSlug,
 		"target_id":            account["id"],
 		"target_type":          "Organization",
 		"account":              account,
@@ -301,6 +307,23 @@ func (s *Server) installationJSON(id int64, owner string) map[string]any {
 var installationPermissions = map[string]string{
 	"contents": "read", "metadata": "read", "statuses": "write",
 	"issues": "write", "pull_requests": "write", "deployments": "write",
+}
+
+// appJSON answers GET /app.
+func (s *Server) appJSON() (int, any, *apiError) {
+	now := time.Now().UTC().Format(time.RFC3339)
+	return http.StatusOK, map[string]any{
+		"id":          s.app.id,
+		"slug":        AppSlug,
+		"node_id":     fmt.Sprintf("A_%d", s.app.id),
+		"name":        AppSlug,
+		"owner":       s.user("acme"),
+		"html_url":    "https://github.example/apps/" + AppSlug,
+		"permissions": installationPermissions,
+		"events":      []string{"pull_request", "issue_comment", "push"},
+		"created_at":  now,
+		"updated_at":  now,
+	}, nil
 }
 
 // createInstallationToken answers POST /app/installations/{id}/access_tokens.

@@ -2,6 +2,14 @@
 // endpoints byop uses, checks every request the way GitHub would (token,
 // strict JSON shapes, field limits) and records what it was sent.
 //
+// By default it takes one token (Token), a PAT. After EnableApp it acts as
+// GitHub does for a GitHub App: the App finds its installation on a
+// repository and fetches installation tokens with its JWT, which the fake
+// verifies with the App's public key, and the repository endpoints accept
+// only unexpired installation tokens of the repository's installation.
+// InstallationTokens lists the tokens issued and the requests each
+// authenticated.
+//
 // Requests that break GitHub's rules (no token, an unknown route, a body
 // GitHub would reject, editing someone else's comment) are answered with an
 // error status and recorded in Errors, which tests assert is empty. Answers
@@ -291,6 +299,8 @@ func (s *Server) route(r *http.Request) (int, any, *apiError) {
 			return 0, nil, err
 		}
 		switch {
+		case m == http.MethodGet && len(seg) == 1:
+			return s.appJSON()
 		case m == http.MethodGet && repoRoute:
 			return s.findInstallation(seg[1], seg[2])
 		case m == http.MethodPost && len(seg) == 4 && seg[1] == "installations" && seg[3] == "access_tokens":
