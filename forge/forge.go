@@ -1,6 +1,7 @@
 // Package forge talks to GitHub's REST API for byop: commit statuses, the one
-// sticky preview comment per pull request, replies, reactions and permission
-// checks. It works against api.github.com and GitHub Enterprise Server.
+// sticky preview comment per pull request, replies, reactions, permission
+// checks and pull request lookups. It works against api.github.com and GitHub
+// Enterprise Server.
 //
 // byop authenticates with a personal access token (New, PAT) or as a GitHub
 // App (NewApp, NewWithAuth), whose installation token for each repository is
