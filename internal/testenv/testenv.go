@@ -40,3 +40,7 @@ func BaseImage(t testing.TB) string { return lookup(t, "BYOP_TEST_BASE_IMAGE", "
 
 // Docker makes sure a Docker Engine (and docker compose) is available.
 func Docker(t testing.TB) { lookup(t, "BYOP_TEST_DOCKER", "a Docker Engine") }
+
+// SSHD returns the path of an OpenSSH server binary (Debian's
+// openssh-server: /usr/sbin/sshd) that tests start on loopback.
+func SSHD(t testing.TB) string { return lookup(t, "BYOP_TEST_SSHD", "an OpenSSH server (sshd)") }
