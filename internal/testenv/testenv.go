@@ -36,7 +36,9 @@ func Registry(t testing.TB) string { return lookup(t, "BYOP_TEST_REGISTRY", "an 
 
 // BaseImage returns a small base image (busybox) already in the test
 // registry, for test Dockerfiles' FROM lines: nothing is pulled from Docker Hub.
-func BaseImage(t testing.TB) string { return lookup(t, "BYOP_TEST_BASE_IMAGE", "a base image in the test registry") }
+func BaseImage(t testing.TB) string {
+	return lookup(t, "BYOP_TEST_BASE_IMAGE", "a base image in the test registry")
+}
 
 // Docker makes sure a Docker Engine (and docker compose) is available.
 func Docker(t testing.TB) { lookup(t, "BYOP_TEST_DOCKER", "a Docker Engine") }
