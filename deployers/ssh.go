@@ -385,16 +385,12 @@ func (r sshRunner) RunInput(ctx context.Context, stdin io.Reader, name string, a
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		// Ask the host to end the command, then stop waiting for it.
+		// Ask the host to end the command and stop waiting for it. sshd
+		// delivers the signal to a non-root login only; a root login's
+		// command runs on until it ends by itself.
 		_ = s.Signal(ssh.SIGKILL)
 		s.Close()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			// Still copying (a stdin that blocks): its output is not ours to read.
-			return nil, &commandError{Argv: argv, Err: ctx.Err()}
-		}
-		err = ctx.Err()
+		return nil, &commandError{Argv: argv, Err: ctx.Err()}
 	}
 	if err == nil {
 		return stdout.Bytes(), nil
