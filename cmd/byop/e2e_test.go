@@ -119,6 +119,19 @@ func flushRedisDB(t *testing.T, addr string, db int) {
 // deliver sends a real GitHub delivery, signed, with its fields rewritten.
 func (s *stack) deliver(event, file string, edit func(map[string]any)) *http.Response {
 	s.t.Helper()
+	a := s.deliverAs(event, file, "e2e-"+rand.Text(), edit)
+	return &http.Response{StatusCode: a.code}
+}
+
+// answer is byop's answer to a delivery.
+type answer struct {
+	code           int
+	body, delivery string
+}
+
+// deliverAs is deliver with a chosen delivery ID.
+func (s *stack) deliverAs(event, file, delivery string, edit func(map[string]any)) answer {
+	s.t.Helper()
 	raw, err := os.ReadFile(filepath.Join(webhooks, file))
 	if err != nil {
 		s.t.Fatal(err)
@@ -134,14 +147,37 @@ func (s *stack) deliver(event, file string, edit func(map[string]any)) *http.Res
 	req, _ := http.NewRequest("POST", "http://"+s.api+"/webhooks/github", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-GitHub-Event", event)
-	req.Header.Set("X-GitHub-Delivery", "e2e-"+rand.Text())
+	req.Header.Set("X-GitHub-Delivery", delivery)
 	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	resp.Body.Close()
-	return resp
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return answer{code: resp.StatusCode, body: string(b), delivery: delivery}
+}
+
+// removeContainersAtEnd removes what a failed test left of pr's preview.
+func (s *stack) removeContainersAtEnd(t *testing.T, pr int) {
+	project := previews.Key{Owner: "Codertocat", Repo: "Hello-World", PR: pr}.Project()
+	t.Cleanup(func() {
+		ids := strings.Fields(dockerPS(t, "label=com.docker.compose.project="+project))
+		if len(ids) > 0 {
+			exec.Command("docker", append([]string{"rm", "-f", "-v"}, ids...)...).Run()
+		}
+		exec.Command("docker", "network", "rm", project+"_default").Run()
+	})
+}
+
+// dockerPS lists the IDs of containers matching a filter.
+func dockerPS(t *testing.T, filter string) string {
+	t.Helper()
+	out, err := exec.Command("docker", "ps", "-aq", "--filter", filter).Output()
+	if err != nil {
+		t.Fatalf("docker ps: %v", err)
+	}
+	return string(out)
 }
 
 // pullRequest rewrites a pull_request delivery to point at repo, pr and sha.
@@ -209,6 +245,7 @@ func TestPullRequestBecomesLivePreview(t *testing.T) {
 	n, _ := rand.Int(rand.Reader, big.NewInt(90000))
 	pr := int(n.Int64()) + 10000 // a fresh PR number: no clash with earlier runs
 	key := previews.Key{Owner: "Codertocat", Repo: "Hello-World", PR: pr}
+	s.removeContainersAtEnd(t, pr)
 
 	// 1. opened: build, push, deploy, report.
 	sha1 := repo.Commit(t, "feature", map[string]string{"Dockerfile": fmt.Sprintf(dockerfile, base), "index.html": "version one\n"}, "one")

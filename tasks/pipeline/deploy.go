@@ -70,6 +70,10 @@ func (p *Pipeline) deploy(ctx context.Context, id string, pl tasks.DeployPayload
 		return p.interrupted(ctx, key, pl.SHA, "", err, log)
 	}
 	defer unlock()
+	if ctx.Err() != nil {
+		// Superseded or closed while waiting for the lock.
+		return p.interrupted(ctx, key, pl.SHA, "", ctx.Err(), log)
+	}
 	preview, _, err := p.Store.Preview(ctx, key)
 	if err != nil {
 		return err
@@ -328,7 +332,10 @@ func (r *run) fail(ctx context.Context, err error) error {
 	}
 	if r.key.PR != 0 {
 		msg := "Not deployed: " + se.reason
-		if r.preview.State == previews.Running {
+		switch {
+		case state == previews.Cancelled:
+			msg = se.reason
+		case r.preview.State == previews.Running:
 			msg = "Not deployed (" + se.reason + "); " + short(r.preview.SHA) + " still serving"
 		}
 		r.status(rctx, ContextPreview, se.state, msg)

@@ -142,7 +142,12 @@ func (p *Pipeline) HandleInstallSync(ctx context.Context, t *asynq.Task) error {
 
 // report records a status and, with a token, sends it to GitHub. A report
 // that cannot be sent is logged: it never fails the work it reports on.
+//
+// A report goes out even when the work's context has ended (a cancelled
+// build still says so), bounded by reportTimeout.
 func (p *Pipeline) report(ctx context.Context, key previews.Key, s forge.Status, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reportTimeout)
+	defer cancel()
 	s.Description = forge.Truncate(s.Description, forge.MaxDescription)
 	if err := p.Store.AddReport(ctx, previews.Report{Owner: key.Owner, Repo: key.Repo, SHA: s.SHA, Context: s.Context, State: string(s.State), Description: s.Description, TargetURL: s.TargetURL}); err != nil {
 		log.Error("recording status", "err", err)
