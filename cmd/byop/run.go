@@ -143,6 +143,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	if err != nil {
 		return err
 	}
+	if app, ok := auth.(*forge.App); ok && cfg.GitHubLogin == "" {
+		// byop must know its own login to leave its own comments alone.
+		if cfg.GitHubLogin, err = app.Login(ctx); err != nil {
+			return fmt.Errorf("asking GitHub for the App's login: %w", err)
+		}
+	}
 	if auth != nil {
 		opts := []forge.Option{forge.WithLogger(log)}
 		if cfg.GitHubLogin != "" {
