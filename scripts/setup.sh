@@ -378,6 +378,10 @@ main() {
 		fi
 	fi
 
+	# Tests start their own sshd (the "VPS" of the remote deployer) on loopback.
+	local sshd
+	sshd=$(command -v sshd) || die "sshd not found (package openssh-server)"
+
 	local tmp=$ENV_FILE.tmp
 	cat >"$tmp" <<EOF
 # Written by scripts/setup.sh: the services byop's tests run against.
@@ -387,6 +391,7 @@ export BYOP_TEST_REGISTRY=$REGISTRY_ADDR
 export BYOP_TEST_BASE_IMAGE=$BASE_IMAGE
 export BYOP_TEST_DOCKER=1
 export BYOP_TEST_COMPOSE="$compose"
+export BYOP_TEST_SSHD=$sshd
 export PATH="$TOOLS:\$PATH"
 EOF
 	mv -f "$tmp" "$ENV_FILE"
