@@ -43,9 +43,24 @@ type Server struct {
 	log *syncBuffer
 }
 
+// Options choose the server's keys instead of generated ones.
+type Options struct {
+	// HostKeyPEM is the ed25519 host private key in OpenSSH PEM form.
+	HostKeyPEM []byte
+	// AuthorizedKey is the user key the server accepts. Signer and
+	// ClientKeyFile are then unset: the caller holds the private half.
+	AuthorizedKey ssh.PublicKey
+}
+
 // Start starts sshd (the binary at path, e.g. testenv.SSHD(t)) and stops it
 // when the test ends.
 func Start(t testing.TB, sshd string) *Server {
+	t.Helper()
+	return StartWith(t, sshd, Options{})
+}
+
+// StartWith starts sshd with the keys o gives.
+func StartWith(t testing.TB, sshd string, o Options) *Server {
 	t.Helper()
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
 		// sshd's privilege separation directory; without root there is none.
@@ -56,18 +71,25 @@ func Start(t testing.TB, sshd string) *Server {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	hostSigner, hostPEM := NewKey(t)
-	userSigner, userPEM := NewKey(t)
-	s := &Server{
-		User:          u.Username,
-		HostKey:       hostSigner.PublicKey(),
-		Signer:        userSigner,
-		ClientKeyFile: filepath.Join(dir, "id_ed25519"),
-		dir:           dir,
+	s := &Server{User: u.Username, dir: dir}
+	hostPEM := o.HostKeyPEM
+	if hostPEM == nil {
+		_, hostPEM = NewKey(t)
+	}
+	hostSigner, err := ssh.ParsePrivateKey(hostPEM)
+	if err != nil {
+		t.Fatalf("reading host key: %v", err)
+	}
+	s.HostKey = hostSigner.PublicKey()
+	authorized := o.AuthorizedKey
+	if authorized == nil {
+		userSigner, userPEM := NewKey(t)
+		s.Signer, s.ClientKeyFile = userSigner, filepath.Join(dir, "id_ed25519")
+		write(t, s.ClientKeyFile, userPEM, 0o600)
+		authorized = userSigner.PublicKey()
 	}
 	write(t, filepath.Join(dir, "ssh_host_ed25519_key"), hostPEM, 0o600)
-	write(t, s.ClientKeyFile, userPEM, 0o600)
-	write(t, filepath.Join(dir, "authorized_keys"), ssh.MarshalAuthorizedKey(userSigner.PublicKey()), 0o600)
+	write(t, filepath.Join(dir, "authorized_keys"), ssh.MarshalAuthorizedKey(authorized), 0o600)
 
 	// sshd cannot listen on port 0: take a free port and try again should
 	// another process take it first.
