@@ -171,7 +171,9 @@ func New(o Options) (*Provisioner, error) {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	if o.Ready == nil {
-		o.Ready = func(ctx context.Context, h deployers.Host) error { return waitReady(ctx, h, o.PollInterval, DefaultReadyTimeout) }
+		o.Ready = func(ctx context.Context, h deployers.Host) error {
+			return waitReady(ctx, h, o.PollInterval, DefaultReadyTimeout)
+		}
 	}
 	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("OVH provisioning: making state directory: %w", err)
