@@ -26,9 +26,14 @@ test: setup
 vet:
 	$(GO) vet $(PKGS)
 
-## bench: not written yet
-bench:
-	@echo "bench: no benchmarks yet" >&2; exit 1
+# Flags for the bench harness, e.g. BENCH_FLAGS='-only P2,P4 -p2-rounds 9'.
+BENCH_FLAGS ?=
+
+## bench: set up, then measure byop against its floor (P1–P5, bench/README.md) and print one table
+bench: setup
+	$(GO) build -o .cache/bench/byop ./cmd/byop
+	$(GO) build -o .cache/bench/byop-bench ./bench
+	source $(TEST_ENV) && .cache/bench/byop-bench -byop .cache/bench/byop -buildctl .cache/bin/buildctl -dir .cache/bench/run $(BENCH_FLAGS)
 
 # ---- demo ------------------------------------------------------------------
 # Flags for hack/demo, e.g. DEMO_FLAGS=-once to stop as soon as the preview answers.
