@@ -241,3 +241,54 @@ func TestRemoteRefusesAHostWhoseKeyIsNotTheKnownOne(t *testing.T) {
 		})
 	}
 }
+
+func TestPoolDeploysAPreviewOnARemoteHostAndTearsItDown(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	testenv.Docker(t)
+	testenv.Registry(t)
+	srv := sshtest.Start(t, testenv.SSHD(t))
+	h := deployers.Host{
+		Name:        "vps-a",
+		SSH:         deployers.SSHConfig{Addr: srv.Addr, User: srv.User, Signer: srv.Signer, KnownHostsFile: srv.KnownHostsFile},
+		Dir:         filepath.Join(t.TempDir(), "compose"),
+		MaxPreviews: 2,
+	}
+	pool, err := deployers.NewPool([]deployers.Host{h}, deployers.PoolOptions{
+		Remote: deployers.RemoteOptions{HealthTimeout: 30 * time.Second, Registry: deployers.RegistryAccess{Insecure: true}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	project := "byop-test-" + randomHex(t, 4) + "-pr-3"
+	t.Cleanup(func() {
+		if cs := containersOf(t, deployers.LabelProject+"="+project); len(cs) > 0 {
+			docker(t, append([]string{"rm", "-f", "-v"}, cs...)...)
+		}
+	})
+	rev := randomHex(t, 20)
+	img := testImage{revisionLabel: rev, index: "pooled\n"}.push(t, ctx)
+	ep, err := pool.Deploy(ctx, deployers.Spec{Project: project, Image: img, Revision: rev, Port: 8080})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body, err := get(ctx, ep.URL.String()); err != nil || body != "pooled\n" {
+		t.Fatalf("GET %s = %q, %v", ep.URL, body, err)
+	}
+	if host, _ := pool.HostOf(project); host != "vps-a" {
+		t.Errorf("placed on %q", host)
+	}
+	if err := pool.Retire(ctx, project, rev); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.Teardown(ctx, project); err != nil {
+		t.Fatal(err)
+	}
+	if cs := containersOf(t, deployers.LabelProject+"="+project); len(cs) != 0 {
+		t.Errorf("containers after teardown: %v", cs)
+	}
+	if _, ok := pool.HostOf(project); ok {
+		t.Error("the pool still places the torn-down preview")
+	}
+}
