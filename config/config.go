@@ -78,9 +78,61 @@ type Config struct {
 	BuildTimeout time.Duration `yaml:"build_timeout" env:"BYOP_BUILD_TIMEOUT"`
 	// DeployTimeout bounds starting a preview until it answers HTTP.
 	DeployTimeout time.Duration `yaml:"deploy_timeout" env:"BYOP_DEPLOY_TIMEOUT"`
+	// PreviewHosts are VPS hosts previews run on, reached over SSH (YAML
+	// only). With none and OVH provisioning off, previews run on this host.
+	PreviewHosts []PreviewHost `yaml:"preview_hosts" env:"-"`
+	// SSHKeyFile is byop's private key for preview hosts.
+	SSHKeyFile string `yaml:"ssh_key_file" env:"BYOP_SSH_KEY_FILE"`
+	// OVH provisions preview hosts on OVH Public Cloud when the pool is full.
+	OVH OVH `yaml:"ovh" envPrefix:"BYOP_OVH_"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level" env:"BYOP_LOG_LEVEL"`
 }
+
+// PreviewHost is one VPS previews run on.
+type PreviewHost struct {
+	Name string `yaml:"name"`
+	// Addr is host:port of its SSH server.
+	Addr string `yaml:"addr"`
+	User string `yaml:"user"`
+	// KnownHosts is a known_hosts file listing the host's key, or
+	// HostKeyFingerprint its key's "SHA256:..." fingerprint: one of them.
+	KnownHosts         string `yaml:"known_hosts"`
+	HostKeyFingerprint string `yaml:"host_key_fingerprint"`
+	// MaxPreviews is how many previews it runs at once.
+	MaxPreviews int `yaml:"max_previews"`
+	// PublishIP, if set, is the address byop's router reaches the host's
+	// previews at; otherwise they are reached through the SSH connection.
+	PublishIP string `yaml:"publish_ip"`
+	// StreamImages sends images through SSH instead of having the host
+	// pull them, for a registry the host cannot reach.
+	StreamImages bool `yaml:"stream_images"`
+	// Dir holds the compose files on the host.
+	Dir string `yaml:"dir"`
+}
+
+// OVH is the OVH Public Cloud account byop rents preview hosts from.
+// Provisioning is on when the application key is set.
+type OVH struct {
+	Endpoint          string        `yaml:"endpoint" env:"ENDPOINT"`
+	ApplicationKey    string        `yaml:"application_key" env:"APPLICATION_KEY"`
+	ApplicationSecret Secret        `yaml:"application_secret" env:"APPLICATION_SECRET"`
+	ConsumerKey       Secret        `yaml:"consumer_key" env:"CONSUMER_KEY"`
+	ServiceName       string        `yaml:"service_name" env:"SERVICE_NAME"`
+	Region            string        `yaml:"region" env:"REGION"`
+	FlavorID          string        `yaml:"flavor_id" env:"FLAVOR_ID"`
+	ImageID           string        `yaml:"image_id" env:"IMAGE_ID"`
+	SSHKeyID          string        `yaml:"ssh_key_id" env:"SSH_KEY_ID"`
+	MaxInstances      int           `yaml:"max_instances" env:"MAX_INSTANCES"`
+	MaxPreviews       int           `yaml:"max_previews" env:"MAX_PREVIEWS"`
+	IdleTimeout       time.Duration `yaml:"idle_timeout" env:"IDLE_TIMEOUT"`
+}
+
+// Enabled reports whether OVH provisioning is configured.
+func (o OVH) Enabled() bool { return o.ApplicationKey != "" }
+
+// Remote reports whether previews run on preview hosts rather than here.
+func (c Config) Remote() bool { return len(c.PreviewHosts) > 0 || c.OVH.Enabled() }
 
 // Default returns the settings byop uses when nothing overrides them.
 func Default() Config {
@@ -99,6 +151,12 @@ func Default() Config {
 		BuildTimeout:     20 * time.Minute,
 		DeployTimeout:    2 * time.Minute,
 		LogLevel:         "info",
+		OVH: OVH{
+			Endpoint:     "ovh-eu",
+			MaxInstances: 2,
+			MaxPreviews:  10,
+			IdleTimeout:  30 * time.Minute,
+		},
 	}
 }
 
@@ -190,6 +248,25 @@ func (c Config) Validate() error {
 	}
 	if c.BuildTimeout <= 0 || c.DeployTimeout <= 0 {
 		errs = append(errs, errors.New("build_timeout and deploy_timeout must be positive"))
+	}
+	for i, h := range c.PreviewHosts {
+		if _, _, err := net.SplitHostPort(h.Addr); err != nil || h.User == "" || h.MaxPreviews < 1 {
+			errs = append(errs, fmt.Errorf("preview_hosts[%d]: want addr host:port, user and max_previews ≥ 1", i))
+		}
+		if (h.KnownHosts == "") == (h.HostKeyFingerprint == "") {
+			errs = append(errs, fmt.Errorf("preview_hosts[%d]: give known_hosts or host_key_fingerprint (one): byop never trusts a host key on first use", i))
+		}
+	}
+	if c.Remote() && c.SSHKeyFile == "" {
+		errs = append(errs, errors.New("ssh_key_file is needed for preview hosts"))
+	}
+	if o := c.OVH; o.Enabled() {
+		if o.ApplicationSecret.IsZero() || o.ConsumerKey.IsZero() || o.ServiceName == "" || o.Region == "" || o.FlavorID == "" || o.ImageID == "" {
+			errs = append(errs, errors.New("ovh: application_secret, consumer_key, service_name, region, flavor_id and image_id are needed with application_key"))
+		}
+		if o.MaxInstances < 1 || o.MaxPreviews < 1 || o.IdleTimeout <= 0 {
+			errs = append(errs, errors.New("ovh: max_instances and max_previews must be at least 1 and idle_timeout positive"))
+		}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

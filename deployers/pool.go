@@ -145,8 +145,9 @@ func (p *Pool) add(h Host, provisioned bool) (*poolHost, error) {
 }
 
 // sync learns which previews run where, from hosts not asked yet, and
-// adds the provisioned hosts a previous run of byop left.
-func (p *Pool) sync(ctx context.Context) {
+// adds the provisioned hosts a previous run of byop left. It returns why
+// the hosts it could not reach were not reached.
+func (p *Pool) sync(ctx context.Context) (unreachable []error) {
 	p.mu.Lock()
 	adopt := !p.adopted && p.opts.Provisioner != nil
 	p.mu.Unlock()
@@ -164,8 +165,10 @@ func (p *Pool) sync(ctx context.Context) {
 	for _, h := range todo {
 		if _, err := p.listHost(ctx, h); err != nil {
 			p.log.Warn("host not reachable; no new previews go there until it is", "host", h.host.Name, "err", err)
+			unreachable = append(unreachable, fmt.Errorf("host %s: %w", h.host.Name, err))
 		}
 	}
+	return unreachable
 }
 
 // adopt adds the hosts the Provisioner made before.
@@ -225,12 +228,14 @@ func (p *Pool) listHost(ctx context.Context, h *poolHost) ([]Running, error) {
 // place returns the host of project, choosing one (and reserving room on
 // it) when the project runs nowhere yet; fresh says so.
 func (p *Pool) place(ctx context.Context, project string) (h *poolHost, fresh bool, err error) {
-	p.sync(ctx)
+	unreachable := p.sync(ctx)
 	if h, fresh := p.tryPlace(project); h != nil {
 		return h, fresh, nil
 	}
 	if p.opts.Provisioner == nil {
-		return nil, false, fmt.Errorf("placing %s: %w (%s)", project, ErrPoolFull, p.summary())
+		// Say why the hosts that could not be reached were not: a host key
+		// that is not the known one must show as that, not as "full".
+		return nil, false, errors.Join(append([]error{fmt.Errorf("placing %s: %w (%s)", project, ErrPoolFull, p.summary())}, unreachable...)...)
 	}
 	// One provisioning at a time: whoever waited may find the new host.
 	p.provM.Lock()

@@ -45,7 +45,7 @@ type stack struct {
 	logs   *syncBuffer
 }
 
-func startStack(t *testing.T) *stack {
+func startStack(t *testing.T, changes ...func(*config.Config)) *stack {
 	t.Helper()
 	redisAddr := testenv.Redis(t)
 	bk := testenv.BuildKit(t)
@@ -70,6 +70,9 @@ func startStack(t *testing.T) *stack {
 	cfg.Repositories = []string{"Codertocat/*"}
 	cfg.DeployTimeout = time.Minute
 	cfg.LogLevel = "debug"
+	for _, change := range changes {
+		change(&cfg)
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

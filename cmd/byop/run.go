@@ -19,7 +19,6 @@ import (
 
 	"github.com/byop-dev/byop/buildkit"
 	"github.com/byop-dev/byop/config"
-	"github.com/byop-dev/byop/deployers"
 	"github.com/byop-dev/byop/forge"
 	"github.com/byop-dev/byop/gitsrc"
 	"github.com/byop-dev/byop/previews"
@@ -114,10 +113,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		return err
 	}
 	defer builder.Close()
-	runner, err := deployers.NewLocal(dirs["compose"], deployers.WithLogger(log), deployers.WithHealthTimeout(cfg.DeployTimeout))
+	runner, stopRunner, err := newRunner(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
+	defer stopRunner()
 	router := previews.NewRouter(log)
 	pipe := &pipeline.Pipeline{
 		Source:  gitsrc.New(dirs["git"], gitsrc.WithLogger(log)),

@@ -252,6 +252,11 @@ func (r *run) deploy(ctx context.Context, img registry.Image) error {
 			return err
 		case errors.Is(err, deployers.ErrNoAnswer), errors.Is(err, deployers.ErrRevisionMismatch):
 			return userFailure("Preview did not start", err)
+		case errors.Is(err, deployers.ErrHostKey):
+			// Retrying cannot fix a host key that is not the known one.
+			return userFailure("Preview host refused: its SSH host key is not the known one", err)
+		case errors.Is(err, deployers.ErrPoolFull):
+			return byopError("No preview host has room", err)
 		}
 		return byopError("Deploying "+short(pl.SHA)+" failed", err)
 	}

@@ -66,6 +66,7 @@ var (
 	_ imageBuilder  = (*buildkit.Client)(nil)
 	_ imageVerifier = (*registry.Client)(nil)
 	_ previewRunner = (*deployers.Local)(nil)
+	_ previewRunner = (*deployers.Pool)(nil)
 	_ previewRouter = (*previews.Router)(nil)
 	_ reporter      = (*forge.Client)(nil)
 )

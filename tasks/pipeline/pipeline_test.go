@@ -289,6 +289,12 @@ func TestFailuresAreReportedAndThePreviousPreviewStays(t *testing.T) {
 		{"a commit the host does not have", func(h *harness) {
 			h.source.err = fmt.Errorf("fetching: %w", gitsrc.ErrCommitNotFound)
 		}, ContextBuild, forge.StateFailure, "not found", false, false},
+		{"a preview host with an unknown SSH key fails the preview", func(h *harness) {
+			h.runner.err = fmt.Errorf("dialing vps1: %w", deployers.ErrHostKey)
+		}, ContextPreview, forge.StateFailure, "SSH host key", false, true},
+		{"a full pool is byop's error, retried", func(h *harness) {
+			h.runner.err = deployers.ErrPoolFull
+		}, ContextPreview, forge.StateError, "No preview host has room", true, true},
 		{"an app that never answers fails the preview", func(h *harness) {
 			h.runner.err = fmt.Errorf("%w on port 8080 within 1m", deployers.ErrNoAnswer)
 		}, ContextPreview, forge.StateFailure, "did not start", false, true},
