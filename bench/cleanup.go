@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/hibiken/asynq"
 )
 
 // commandOutput runs a command and returns its stdout.
@@ -20,9 +22,11 @@ func commandOutput(ctx context.Context, name string, args ...string) (string, er
 	return out.String(), nil
 }
 
-// cleanup removes what this run left running in Docker, should a measure
-// have failed before byop tore its previews down: containers labelled with
-// one of this run's repositories, and their compose networks.
+// cleanup removes what this run left in Docker and Redis: containers
+// labelled with one of this run's repositories (should a measure have
+// failed before byop tore its previews down) and their compose networks,
+// the images pulled from this run's registry prefix, and the bench's Redis
+// database. The images stay in the registry and BuildKit's cache.
 func (b *bench) cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -51,5 +55,24 @@ func (b *bench) cleanup() {
 		if f := strings.Fields(nets); len(f) > 0 {
 			commandOutput(ctx, "docker", append([]string{"network", "rm"}, f...)...)
 		}
+	}
+	images, err := commandOutput(ctx, "docker", "images", "--no-trunc", "--format", "{{.Repository}} {{.ID}}")
+	if err == nil {
+		var rm []string
+		seen := map[string]bool{}
+		for _, l := range strings.Split(strings.TrimSpace(images), "\n") {
+			if repo, id, ok := strings.Cut(l, " "); ok && strings.HasPrefix(repo, b.registryPrefix()+"/") && !seen[id] {
+				seen[id] = true
+				rm = append(rm, id)
+			}
+		}
+		if len(rm) > 0 {
+			if _, err := commandOutput(ctx, "docker", append([]string{"image", "rm", "-f"}, rm...)...); err != nil {
+				b.logf("cleanup: %v", err)
+			}
+		}
+	}
+	if err := flushRedis(ctx, asynq.RedisClientOpt{Addr: b.o.redis, DB: b.o.redisDB}); err != nil {
+		b.logf("cleanup: %v", err)
 	}
 }

@@ -86,7 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.p1Rate, "p1-rate", 1000, "P1: deliveries per second")
 	fs.DurationVar(&o.p1Duration, "p1-duration", 30*time.Second, "P1: length of one run")
 	fs.IntVar(&o.p1Rounds, "p1-rounds", 3, "P1: rounds (one run of byop and one of the ceiling each)")
-	fs.IntVar(&o.p2Rounds, "p2-rounds", 5, "P2: rounds")
+	fs.IntVar(&o.p2Rounds, "p2-rounds", 9, "P2: rounds")
 	fs.IntVar(&o.p3Rounds, "p3-rounds", 3, "P3: rounds (a new repository each)")
 	fs.IntVar(&o.p3DepsMB, "p3-deps-mb", 64, "P3: size of the app's dependency layer in MB")
 	fs.IntVar(&o.p4Rounds, "p4-rounds", 9, "P4: rounds")

@@ -66,7 +66,7 @@ func (b *bench) p2(ctx context.Context) ([]row, error) {
 	}
 
 	var byop, floor []time.Duration
-	var phases []phaseTimes
+	var phases, floorPhases []phaseTimes
 	for r := 0; r < b.o.p2Rounds; r++ {
 		runs := []func() error{
 			func() error {
@@ -80,12 +80,12 @@ func (b *bench) p2(ctx context.Context) ([]row, error) {
 				return nil
 			},
 			func() error {
-				d, err := fl.round(ctx, fmt.Sprintf("floor round %d\n", r+1))
+				d, ph, err := fl.roundPhases(ctx, fmt.Sprintf("floor round %d\n", r+1))
 				if err != nil {
 					return err
 				}
-				floor = append(floor, d)
-				b.logf("P2: round %d: floor %s", r+1, fmtDur(d.Seconds()))
+				floor, floorPhases = append(floor, d), append(floorPhases, ph)
+				b.logf("P2: round %d: floor %s (%s)", r+1, fmtDur(d.Seconds()), ph)
 				return nil
 			},
 		}
@@ -104,6 +104,7 @@ func (b *bench) p2(ctx context.Context) ([]row, error) {
 	sb, sf := summarizeDurations(byop), summarizeDurations(floor)
 	rt := ratio(sb.median, sf.median)
 	b.note("P2: where byop's time goes (median of %d rounds): %s", len(phases), medianPhases(phases))
+	b.note("P2: where the floor's time goes (median of %d rounds): %s", len(floorPhases), medianPhases(floorPhases))
 	return []row{{
 		id: "P2", what: "push to preview (202 → new content served)",
 		byop: fmtSpread(sb), comparison: fmtSpread(sf) + " floor",
@@ -224,16 +225,31 @@ func (b *bench) newFloor(ctx context.Context, repo *gitRepo, base string) (*floo
 // round commits content as index.html and times floor.sh until the new
 // content answers.
 func (f *floor) round(ctx context.Context, content string) (time.Duration, error) {
+	d, _, err := f.roundPhases(ctx, content)
+	return d, err
+}
+
+// roundPhases is round with the time of each of floor.sh's steps.
+func (f *floor) roundPhases(ctx context.Context, content string) (time.Duration, phaseTimes, error) {
 	sha, err := f.repo.commit(ctx, "refs/heads/floor", "refs/heads/floor", map[string][]byte{"index.html": []byte(content)}, "change the page")
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	image := f.b.registryPrefix() + "/floor:" + sha
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, "bash", f.script, f.repo.cloneURL, "floor", f.work, image, f.project, strconv.Itoa(f.port))
 	cmd.Env = append(append(os.Environ(), gitEnv()...), "BUILDKIT_HOST="+f.b.o.buildkit, "BUILDCTL="+f.b.o.buildctl)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("floor.sh: %w: %s", err, oneLine(string(out), 400))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return 0, nil, fmt.Errorf("floor.sh: %w: %s", err, oneLine(string(out), 400))
+	}
+	scriptDone := time.Now()
+	var phases phaseTimes
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "floor-step" {
+			us, _ := strconv.ParseInt(f[2], 10, 64)
+			phases = append(phases, phase{f[1], time.Duration(us) * time.Microsecond})
+		}
 	}
 	url := "http://127.0.0.1:" + strconv.Itoa(f.port) + "/"
 	var served time.Time
@@ -245,7 +261,8 @@ func (f *floor) round(ctx context.Context, content string) (time.Duration, error
 		}
 		return false, nil
 	})
-	return served.Sub(start), err
+	phases = append(phases, phase{"first answer", served.Sub(scriptDone)})
+	return served.Sub(start), phases, err
 }
 
 func (f *floor) down() {
