@@ -185,7 +185,7 @@ func NewInstallSyncTask(p InstallPayload, id string) (*asynq.Task, error) {
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("installation task: %w", err)
 	}
-	return newTask(TypeInstallSync, p, id, QueueTeardown, time.Minute, 5)
+	return newTask(TypeInstallSync, p, id, QueueDefault, time.Minute, 5)
 }
 
 func newTask(typ string, payload any, id, queue string, timeout time.Duration, retries int) (*asynq.Task, error) {
