@@ -19,7 +19,6 @@ import (
 
 	"github.com/byop-dev/byop/buildkit"
 	"github.com/byop-dev/byop/config"
-	"github.com/byop-dev/byop/forge"
 	"github.com/byop-dev/byop/gitsrc"
 	"github.com/byop-dev/byop/previews"
 	"github.com/byop-dev/byop/registry"
@@ -139,25 +138,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 			MaxBuildsPerRepo: cfg.MaxBuildsPerRepo,
 		},
 	}
-	auth, err := githubAuth(cfg, log)
+	gh, auth, err := newGitHub(ctx, &cfg, log)
 	if err != nil {
 		return err
 	}
-	if app, ok := auth.(*forge.App); ok && cfg.GitHubLogin == "" {
-		// byop must know its own login to leave its own comments alone.
-		if cfg.GitHubLogin, err = app.Login(ctx); err != nil {
-			return fmt.Errorf("asking GitHub for the App's login: %w", err)
-		}
-	}
-	if auth != nil {
-		opts := []forge.Option{forge.WithLogger(log)}
-		if cfg.GitHubLogin != "" {
-			opts = append(opts, forge.WithLogin(cfg.GitHubLogin))
-		}
-		gh, err := forge.NewWithAuth(cfg.GitHubAPIURL, auth, opts...)
-		if err != nil {
-			return err
-		}
+	if gh != nil {
 		pipe.Reporter, pipe.Tokens = gh, auth
 	} else {
 		log.Info("no GitHub token: reports are shown on byop's own pages only", "url", cfg.PublicURL)
@@ -166,11 +151,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		log.Warn("restoring preview routes", "err", err)
 	}
 
+	// Configured repositories, and those a GitHub App installation added.
 	allow := func(repo string) bool {
 		if cfg.Allows(repo) {
 			return true
 		}
-		ok, err := store.Installed(context.Background(), repo)
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		ok, err := store.Installed(ctx, repo)
 		if err != nil {
 			log.Warn("reading installed repositories", "err", err)
 		}
@@ -221,22 +209,6 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	previewSrv.Shutdown(shutdown)
 	log.Info("byop stopped")
 	return nil
-}
-
-// githubAuth is how byop authenticates to GitHub: as a GitHub App, with a
-// token, or (nil) not at all.
-func githubAuth(cfg config.Config, log *slog.Logger) (forge.Auth, error) {
-	switch {
-	case cfg.GitHubAppID != 0:
-		key, err := os.ReadFile(cfg.GitHubAppKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("reading the GitHub App's key: %w", err)
-		}
-		return forge.NewApp(cfg.GitHubAPIURL, cfg.GitHubAppID, key, forge.WithLogger(log))
-	case !cfg.GitHubToken.IsZero():
-		return forge.PAT(cfg.GitHubToken), nil
-	}
-	return nil, nil
 }
 
 // healthz answers 200 when Redis and the store answer.
