@@ -109,7 +109,7 @@ func (b *bench) p5(ctx context.Context) ([]row, error) {
 	for r := 0; r < b.o.p5Rounds; r++ {
 		runs := []func() error{
 			func() error {
-				d, err := latencies(ctx, via, b.o.p5Requests, n, func(i int) (string, string, string) {
+				d, err := latencies(ctx, via, b.o.p5Requests, func(i int) (string, string, string) {
 					pr := i%n + 1
 					return "http://" + p.router + "/", previewHost(repo, pr), content(pr)
 				})
@@ -117,7 +117,7 @@ func (b *bench) p5(ctx context.Context) ([]row, error) {
 				return err
 			},
 			func() error {
-				d, err := latencies(ctx, direct, b.o.p5Requests, n, func(i int) (string, string, string) {
+				d, err := latencies(ctx, direct, b.o.p5Requests, func(i int) (string, string, string) {
 					pr := i%n + 1
 					return "http://" + ups[pr].addr + "/", "", content(pr)
 				})
@@ -155,7 +155,7 @@ func (b *bench) p5(ctx context.Context) ([]row, error) {
 
 // latencies sends n requests one after the other and returns how long each
 // took; target(i) gives the URL, Host header and expected body of the i-th.
-func latencies(ctx context.Context, c *http.Client, n, previews int, target func(i int) (url, host, want string)) (durations, error) {
+func latencies(ctx context.Context, c *http.Client, n int, target func(i int) (url, host, want string)) (durations, error) {
 	out := make(durations, 0, n)
 	for i := 0; i < n; i++ {
 		url, host, want := target(i)
