@@ -72,6 +72,9 @@ type Config struct {
 	// builds of one repository (0: no bound). Work past them waits.
 	MaxBuilds        int `yaml:"max_builds" env:"BYOP_MAX_BUILDS"`
 	MaxBuildsPerRepo int `yaml:"max_builds_per_repo" env:"BYOP_MAX_BUILDS_PER_REPO"`
+	// TaskCheckInterval is how often an idle worker looks for new tasks:
+	// the wait between a webhook's 202 and its work starting.
+	TaskCheckInterval time.Duration `yaml:"task_check_interval" env:"BYOP_TASK_CHECK_INTERVAL"`
 	// Concurrency is how many tasks the worker runs at once.
 	Concurrency int `yaml:"concurrency" env:"BYOP_CONCURRENCY"`
 	// BuildTimeout bounds fetching, building and pushing one commit.
@@ -137,20 +140,21 @@ func (c Config) Remote() bool { return len(c.PreviewHosts) > 0 || c.OVH.Enabled(
 // Default returns the settings byop uses when nothing overrides them.
 func Default() Config {
 	return Config{
-		Listen:           ":8080",
-		GitHubAPIURL:     "https://api.github.com/",
-		RedisAddr:        "127.0.0.1:6379",
-		BuildKitAddr:     "unix:///run/buildkit/buildkitd.sock",
-		RegistryPrefix:   "127.0.0.1:5000/byop",
-		RegistryInsecure: true,
-		PreviewDomain:    "localhost",
-		RouterAddr:       ":8081",
-		DataDir:          "/var/lib/byop",
-		Concurrency:      4,
-		MaxBuilds:        2,
-		BuildTimeout:     20 * time.Minute,
-		DeployTimeout:    2 * time.Minute,
-		LogLevel:         "info",
+		Listen:            ":8080",
+		GitHubAPIURL:      "https://api.github.com/",
+		RedisAddr:         "127.0.0.1:6379",
+		BuildKitAddr:      "unix:///run/buildkit/buildkitd.sock",
+		RegistryPrefix:    "127.0.0.1:5000/byop",
+		RegistryInsecure:  true,
+		PreviewDomain:     "localhost",
+		RouterAddr:        ":8081",
+		DataDir:           "/var/lib/byop",
+		Concurrency:       4,
+		TaskCheckInterval: 50 * time.Millisecond,
+		MaxBuilds:         2,
+		BuildTimeout:      20 * time.Minute,
+		DeployTimeout:     2 * time.Minute,
+		LogLevel:          "info",
 		OVH: OVH{
 			Endpoint:     "ovh-eu",
 			MaxInstances: 2,
@@ -245,6 +249,9 @@ func (c Config) Validate() error {
 	}
 	if c.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("concurrency %d: want at least 1", c.Concurrency))
+	}
+	if c.TaskCheckInterval <= 0 {
+		errs = append(errs, errors.New("task_check_interval must be positive"))
 	}
 	if c.BuildTimeout <= 0 || c.DeployTimeout <= 0 {
 		errs = append(errs, errors.New("build_timeout and deploy_timeout must be positive"))

@@ -19,9 +19,10 @@ import (
 
 // writePack writes the objects, read from src, into packDir as one
 // undeltified pack with its index. It does what go-git's pack encoder and
-// pack writer do together, at a fraction of the cost: objects are
-// compressed for speed rather than size, and the index is built while
-// writing instead of by reading the pack back.
+// pack writer do together, at a fraction of the cost: objects are stored
+// without compression (the work dir is thrown away after the build, so
+// size matters less than time), and the index is built while writing
+// instead of by reading the pack back.
 func writePack(src storer.EncodedObjectStorer, packDir string, hashes []plumbing.Hash) (err error) {
 	if err := os.MkdirAll(packDir, 0o755); err != nil {
 		return fmt.Errorf("creating pack dir: %w", err)
@@ -52,7 +53,7 @@ func writePack(src storer.EncodedObjectStorer, packDir string, hashes []plumbing
 	if err := idx.OnHeader(uint32(len(hashes))); err != nil {
 		return err
 	}
-	zw, err := zlib.NewWriterLevel(nil, zlib.BestSpeed)
+	zw, err := zlib.NewWriterLevel(nil, zlib.NoCompression)
 	if err != nil {
 		return err
 	}

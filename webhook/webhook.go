@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"mime"
+	"net/url"
 	"net/http"
 	"slices"
 	"time"
@@ -89,7 +90,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		answer(w, http.StatusBadRequest, "missing X-GitHub-Event or X-GitHub-Delivery header")
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	body, err := readBody(w, r)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -111,8 +112,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		answer(w, http.StatusUnauthorized, "bad signature")
 		return
 	}
-	ctype, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	payload, err := github.ValidatePayloadFromBody(ctype, bytes.NewReader(body), sig, h.secret)
+	payload, err := payloadOf(r.Header.Get("Content-Type"), body)
 	if err != nil {
 		answer(w, http.StatusBadRequest, err.Error())
 		return
@@ -154,6 +154,34 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		log.Info("queued", "queue", info.Queue)
 		answer(w, http.StatusAccepted, "queued "+info.Type)
 	}
+}
+
+// readBody reads at most MaxBody bytes, into a buffer sized from the
+// request's Content-Length when it gives one.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	var buf bytes.Buffer
+	if n := r.ContentLength; n > 0 && n <= MaxBody {
+		buf.Grow(int(n) + bytes.MinRead)
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxBody))
+	return buf.Bytes(), err
+}
+
+// payloadOf is the JSON of a delivery whose signature was checked: the body
+// itself, or its "payload" form field (GitHub's two content types).
+func payloadOf(contentType string, body []byte) ([]byte, error) {
+	ctype, _, _ := mime.ParseMediaType(contentType)
+	switch ctype {
+	case "application/json":
+		return body, nil
+	case "application/x-www-form-urlencoded":
+		form, err := url.ParseQuery(string(body))
+		if err != nil {
+			return nil, fmt.Errorf("reading the form body: %w", err)
+		}
+		return []byte(form.Get("payload")), nil
+	}
+	return nil, fmt.Errorf("webhook has unsupported Content-Type %q: configure application/json", contentType)
 }
 
 func answer(w http.ResponseWriter, code int, msg string) {

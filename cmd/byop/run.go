@@ -176,10 +176,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	previews.NewPages(store, log).Register(mux)
 
 	worker := asynq.NewServer(redisOpt, asynq.Config{
-		Concurrency:     cfg.Concurrency,
-		Queues:          tasks.Queues(),
-		Logger:          asynqLogger{log.With("part", "worker")},
-		ShutdownTimeout: 30 * time.Second,
+		Concurrency:       cfg.Concurrency,
+		TaskCheckInterval: cfg.TaskCheckInterval,
+		Queues:            tasks.Queues(),
+		Logger:            asynqLogger{log.With("part", "worker")},
+		ShutdownTimeout:   30 * time.Second,
 	})
 	taskMux := asynq.NewServeMux()
 	pipe.Register(taskMux)
