@@ -12,8 +12,8 @@ import (
 	"io"
 	"log/slog"
 	"mime"
-	"net/url"
 	"net/http"
+	"net/url"
 	"slices"
 	"time"
 
