@@ -329,18 +329,29 @@ func testDeployRetireTeardown(t *testing.T, compose []string) {
 	})
 
 	// busybox httpd as PID 1 ignores SIGTERM: Retire must kill, not stop.
-	if err := f.local.Retire(ctx, f.project, revB); err != nil {
+	retireThenTearDown(t, ctx, f.local, f.project, f.dir, revA, revB, epB, "revision B\n")
+}
+
+// retireThenTearDown retires revision A of a project whose revisions A
+// and B run, checks that B still serves wantB, then tears the project
+// down twice and checks that nothing of it is left.
+func retireThenTearDown(t *testing.T, ctx context.Context, r interface {
+	Retire(ctx context.Context, project, keep string) error
+	Teardown(ctx context.Context, project string) error
+}, project, dir, revA, revB string, epB deployers.Endpoint, wantB string) {
+	t.Helper()
+	projectLabel := deployers.LabelProject + "=" + project
+	if err := r.Retire(ctx, project, revB); err != nil {
 		t.Fatalf("retiring A: %v", err)
 	}
 	if cs := containersOf(t, projectLabel, deployers.LabelRevision+"="+revA); len(cs) != 0 {
 		t.Errorf("A's containers still there after Retire: %v", cs)
 	}
-	if body, err := get(ctx, epB.URL.String()); err != nil || body != "revision B\n" {
+	if body, err := get(ctx, epB.URL.String()); err != nil || body != wantB {
 		t.Errorf("GET B after retiring A = %q, %v", body, err)
 	}
-
 	for i := range 2 {
-		if err := f.local.Teardown(ctx, f.project); err != nil {
+		if err := r.Teardown(ctx, project); err != nil {
 			t.Fatalf("teardown %d: %v", i+1, err)
 		}
 	}
@@ -352,8 +363,11 @@ func testDeployRetireTeardown(t *testing.T, compose []string) {
 			t.Errorf("%ss left after teardown: %v", kind, left)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(f.dir, f.project+".compose.yml")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(dir, project+".compose.yml")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("compose file left after teardown: %v", err)
+	}
+	if _, err := get(ctx, epB.URL.String()); err == nil {
+		t.Errorf("B still answers at %s after teardown", epB.URL)
 	}
 }
 

@@ -171,33 +171,7 @@ func testRemote(t *testing.T, f remoteFixture, streamed bool) {
 		}
 	})
 
-	if err := f.remote.Retire(ctx, f.project, revB); err != nil {
-		t.Fatalf("retiring A: %v", err)
-	}
-	if cs := containersOf(t, projectLabel, deployers.LabelRevision+"="+revA); len(cs) != 0 {
-		t.Errorf("A's containers after Retire: %v", cs)
-	}
-	if body, err := get(ctx, epB.URL.String()); err != nil || body != "remote B\n" {
-		t.Errorf("GET B after retiring A = %q, %v", body, err)
-	}
-
-	for i := range 2 {
-		if err := f.remote.Teardown(ctx, f.project); err != nil {
-			t.Fatalf("teardown %d: %v", i+1, err)
-		}
-	}
-	if cs := containersOf(t, projectLabel); len(cs) != 0 {
-		t.Errorf("containers left after teardown: %v", cs)
-	}
-	if ns := docker(t, "network", "ls", "-q", "--filter", "label="+projectLabel); len(ns) != 0 {
-		t.Errorf("networks left after teardown: %v", ns)
-	}
-	if _, err := os.Stat(filepath.Join(f.dir, f.project+".compose.yml")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("compose file left on the host: %v", err)
-	}
-	if _, err := get(ctx, epB.URL.String()); err == nil {
-		t.Errorf("B still answers at %s after teardown", epB.URL)
-	}
+	retireThenTearDown(t, ctx, f.remote, f.project, f.dir, revA, revB, epB, "remote B\n")
 }
 
 func TestRemoteRefusesAHostWhoseKeyIsNotTheKnownOne(t *testing.T) {
