@@ -3,8 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
+	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/byop-dev/byop/internal/testenv"
+	"github.com/byop-dev/byop/previews"
 )
 
 func TestRunRefusesWhatCannotWork(t *testing.T) {
@@ -27,6 +36,41 @@ func TestRunRefusesWhatCannotWork(t *testing.T) {
 			err := run(context.Background(), tt.args, tt.environ, &stderr)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("run = %v, want an error about %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestHealthz(t *testing.T) {
+	store, err := previews.Open(context.Background(), filepath.Join(t.TempDir(), "byop.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().String()
+	l.Close()
+
+	tests := []struct {
+		name  string
+		redis func(t *testing.T) string
+		code  int
+		want  string
+	}{
+		{"Redis and the store answer", testenv.Redis, 200, "ok"},
+		{"Redis down", func(*testing.T) string { return closed }, 503, "redis"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rdb := redis.NewClient(&redis.Options{Addr: tt.redis(t), DialTimeout: time.Second})
+			defer rdb.Close()
+			rec := httptest.NewRecorder()
+			healthz(store, rdb)(rec, httptest.NewRequest("GET", "/healthz", nil))
+			if rec.Code != tt.code || !strings.Contains(rec.Body.String(), tt.want) {
+				t.Errorf("got %d %q, want %d with %q", rec.Code, rec.Body, tt.code, tt.want)
 			}
 		})
 	}
