@@ -56,12 +56,12 @@ func TestHealthz(t *testing.T) {
 
 	tests := []struct {
 		name  string
-		redis func(t *testing.T) string
+		redis func(t testing.TB) string
 		code  int
 		want  string
 	}{
 		{"Redis and the store answer", testenv.Redis, 200, "ok"},
-		{"Redis down", func(*testing.T) string { return closed }, 503, "redis"},
+		{"Redis down", func(testing.TB) string { return closed }, 503, "redis"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
