@@ -4,21 +4,17 @@
 package gittest
 
 import (
-	"bytes"
+	"context"
 	"crypto/subtle"
-	"fmt"
-	"io"
 	"net/http"
-	"net/http/cgi"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/byop-dev/byop/internal/githttp"
+	"github.com/byop-dev/byop/internal/gitrepo"
 )
 
 // Delete, as the content of a file passed to Repo.Commit, removes that file.
@@ -57,7 +53,6 @@ type Request struct {
 // Server is a smart-HTTP git host.
 type Server struct {
 	root    string
-	home    string
 	token   string
 	anySHA1 bool
 	srv     *httptest.Server
@@ -70,46 +65,17 @@ type Server struct {
 // the test ends.
 func NewServer(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	gitPath, err := exec.LookPath("git")
-	if err != nil {
-		t.Fatalf("gittest needs the git binary: %v", err)
-	}
-	s := &Server{root: t.TempDir(), home: t.TempDir(), anySHA1: true}
+	s := &Server{root: t.TempDir(), anySHA1: true}
 	for _, o := range opts {
 		o(s)
 	}
-	env := append(s.gitEnv(),
-		"GIT_PROJECT_ROOT="+s.root,
-		"GIT_HTTP_EXPORT_ALL=1",
-	)
-	if s.anySHA1 {
-		env = append(env,
-			"GIT_CONFIG_COUNT=1",
-			"GIT_CONFIG_KEY_0=uploadpack.allowAnySHA1InWant",
-			"GIT_CONFIG_VALUE_0=true",
-		)
-	}
-	backend := &cgi.Handler{
-		Path: gitPath,
-		Args: []string{"http-backend"},
-		Env:  env,
-		// http-backend reports refused wants ("not our ref") on stderr as
-		// well as to the client; the client's view is what tests check.
-		Stderr: io.Discard,
+	backend, err := githttp.Handler(s.root, githttp.Options{AnySHA1InWant: s.anySHA1})
+	if err != nil {
+		t.Fatalf("gittest: %v", err)
 	}
 	s.srv = httptest.NewServer(s.handler(backend))
 	t.Cleanup(s.srv.Close)
 	return s
-}
-
-// gitEnv isolates git from the machine's and user's configuration.
-func (s *Server) gitEnv() []string {
-	return []string{
-		"HOME=" + s.home,
-		"GIT_CONFIG_NOSYSTEM=1",
-		"GIT_CONFIG_GLOBAL=" + os.DevNull,
-		"GIT_TERMINAL_PROMPT=0",
-	}
 }
 
 func (s *Server) handler(next http.Handler) http.Handler {
@@ -165,25 +131,22 @@ func (s *Server) Requests() []Request {
 	return append([]Request(nil), s.requests...)
 }
 
-var fullNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$`)
-
 // CreateRepo creates an empty bare repository "owner/name", served at
 // /owner/name.git.
 func (s *Server) CreateRepo(t testing.TB, fullName string) *Repo {
 	t.Helper()
-	if !fullNameRE.MatchString(fullName) || strings.Contains(fullName, "..") {
-		t.Fatalf("gittest: repository name %q is not owner/name", fullName)
+	repo, err := githttp.CreateRepo(context.Background(), s.root, fullName, "")
+	if err != nil {
+		t.Fatalf("gittest: %v", err)
 	}
-	r := &Repo{s: s, fullName: fullName, dir: filepath.Join(s.root, filepath.FromSlash(fullName)+".git")}
-	r.git(t, nil, "init", "--bare", "--quiet", r.dir)
-	return r
+	return &Repo{s: s, fullName: fullName, repo: repo}
 }
 
 // Repo is a bare repository on a Server.
 type Repo struct {
 	s        *Server
 	fullName string
-	dir      string
+	repo     gitrepo.Repo
 
 	mu      sync.Mutex
 	commits int
@@ -193,7 +156,7 @@ type Repo struct {
 func (r *Repo) CloneURL() string { return r.s.URL() + "/" + r.fullName + ".git" }
 
 // Dir is the bare repository's directory on disk.
-func (r *Repo) Dir() string { return r.dir }
+func (r *Repo) Dir() string { return r.repo.Dir }
 
 // Commit writes files (path -> content; content Delete removes the path) in
 // a new commit on top of branch, creating the branch from nothing if it does
@@ -204,45 +167,41 @@ func (r *Repo) Commit(t testing.TB, branch string, files map[string]string, msg 
 	t.Helper()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ref := "refs/heads/" + branch
 	if strings.ContainsAny(branch, " \n\t") || branch == "" {
 		t.Fatalf("gittest: bad branch name %q", branch)
 	}
+	ctx := context.Background()
 	r.commits++
-	when := 1_700_000_000 + r.commits
-
-	var in bytes.Buffer
-	fmt.Fprintf(&in, "commit %s\nmark :1\n", ref)
-	fmt.Fprintf(&in, "committer gittest <gittest@example.com> %d +0000\n", when)
-	fmt.Fprintf(&in, "data %d\n%s\n", len(msg), msg)
-	if tip := r.revParse(t, ref); tip != "" {
-		fmt.Fprintf(&in, "from %s\n", tip)
+	c := gitrepo.Commit{
+		Ref:       "refs/heads/" + branch,
+		Message:   msg,
+		When:      time.Unix(int64(1_700_000_000+r.commits), 0),
+		Committer: "gittest <gittest@example.com>",
+		Files:     map[string][]byte{},
 	}
-	paths := make([]string, 0, len(files))
-	for path := range files {
-		paths = append(paths, path)
+	tip, ok, err := r.repo.Resolve(ctx, c.Ref)
+	if err != nil {
+		t.Fatalf("gittest: %v", err)
 	}
-	sort.Strings(paths)
-	for _, path := range paths {
-		content := files[path]
-		if path == "" || strings.ContainsAny(path, "\n\"") {
-			t.Fatalf("gittest: bad file path %q", path)
-		}
+	if ok {
+		c.Parent = tip
+	}
+	for path, content := range files {
 		if content == Delete {
-			fmt.Fprintf(&in, "D %s\n", path)
+			c.Delete = append(c.Delete, path)
 			continue
 		}
-		fmt.Fprintf(&in, "M 100644 inline %s\ndata %d\n%s\n", path, len(content), content)
+		c.Files[path] = []byte(content)
 	}
-	in.WriteString("\nget-mark :1\ndone\n")
-	out := r.git(t, &in, "--git-dir", r.dir, "fast-import", "--quiet", "--done")
-	sha := strings.TrimSpace(out)
-	if len(sha) != 40 {
-		t.Fatalf("gittest: fast-import gave %q, not a commit sha", out)
+	sha, err := r.repo.Commit(ctx, c)
+	if err != nil {
+		t.Fatalf("gittest: %v", err)
 	}
 	if r.commits == 1 {
 		// The first branch committed to becomes the default branch (HEAD).
-		r.git(t, nil, "--git-dir", r.dir, "symbolic-ref", "HEAD", ref)
+		if _, err := r.repo.Git(ctx, nil, "symbolic-ref", "HEAD", c.Ref); err != nil {
+			t.Fatalf("gittest: %v", err)
+		}
 	}
 	return sha
 }
@@ -250,39 +209,15 @@ func (r *Repo) Commit(t testing.TB, branch string, files map[string]string, msg 
 // SetRef points ref (e.g. refs/pull/7/head) at sha.
 func (r *Repo) SetRef(t testing.TB, ref, sha string) {
 	t.Helper()
-	r.git(t, nil, "--git-dir", r.dir, "update-ref", ref, sha)
+	if err := r.repo.SetRef(context.Background(), ref, sha); err != nil {
+		t.Fatalf("gittest: %v", err)
+	}
 }
 
 // DeleteRef removes ref.
 func (r *Repo) DeleteRef(t testing.TB, ref string) {
 	t.Helper()
-	r.git(t, nil, "--git-dir", r.dir, "update-ref", "-d", ref)
-}
-
-// revParse returns the sha ref points at, or "" when it does not exist.
-func (r *Repo) revParse(t testing.TB, ref string) string {
-	t.Helper()
-	cmd := exec.Command("git", "--git-dir", r.dir, "rev-parse", "--verify", "--quiet", ref+"^{commit}")
-	cmd.Env = append(os.Environ(), r.s.gitEnv()...)
-	out, err := cmd.Output()
-	if err != nil {
-		if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 1 {
-			return ""
-		}
-		t.Fatalf("gittest: git rev-parse %s: %v", ref, err)
+	if err := r.repo.DeleteRef(context.Background(), ref); err != nil {
+		t.Fatalf("gittest: %v", err)
 	}
-	return strings.TrimSpace(string(out))
-}
-
-func (r *Repo) git(t testing.TB, stdin io.Reader, args ...string) string {
-	t.Helper()
-	cmd := exec.Command("git", args...)
-	cmd.Env = append(os.Environ(), r.s.gitEnv()...)
-	cmd.Stdin = stdin
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("gittest: git %s: %v: %s", strings.Join(args, " "), err, stderr.String())
-	}
-	return stdout.String()
 }
