@@ -1,141 +1,74 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"html"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/google/go-github/v62/github"
 
 	"github.com/byop-dev/byop/config"
+	"github.com/byop-dev/byop/internal/byopproc"
+	"github.com/byop-dev/byop/internal/delivery"
 	"github.com/byop-dev/byop/previews"
 )
 
 // byop is a running `byop serve`, a child of the demo.
 type byop struct {
-	api     string // where the demo reaches byop: http://127.0.0.1:8080
-	pages   string // where people do: http://localhost:8080
-	logPath string
-	secret  config.Secret
-	http    *http.Client
-	cancel  context.CancelFunc // stops byop
-	exited  chan struct{}      // closed once byop has exited, with err set
-	err     error
+	api    string // where the demo reaches byop: http://127.0.0.1:8080
+	pages  string // where people do: http://localhost:8080
+	secret config.Secret
+	http   *http.Client
+	proc   *byopproc.Proc
 }
 
 // startByop starts `byop serve` with a fresh webhook secret, its data under
-// dir and its log in dir/byop.log. It has no GitHub token: byop reports on
-// its own pages only.
-func startByop(o options, dir string) (*byop, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("starting byop: %w", err)
-	}
-	host, port, err := net.SplitHostPort(o.listen)
+// dir and its log in logPath, and waits until it answers. It has no GitHub
+// token: byop reports on its own pages only.
+func startByop(ctx context.Context, o options, dir, logPath string) (*byop, error) {
+	b := &byop{secret: config.Secret(rand.Text()), http: localhostClient()}
+	proc, err := byopproc.Start(ctx, byopproc.Options{
+		Binary: o.byop,
+		Log:    logPath,
+		Env: []string{
+			"BYOP_WEBHOOK_SECRET=" + b.secret.Reveal(),
+			"BYOP_LISTEN=" + o.listen,
+			"BYOP_ROUTER_ADDR=" + o.router,
+			"BYOP_DATA_DIR=" + filepath.Join(dir, "byop"),
+			"BYOP_REPOSITORIES=" + owner + "/*",
+			"BYOP_REDIS_ADDR=" + o.redis,
+			"BYOP_REDIS_DB=" + strconv.Itoa(o.redisDB),
+			"BYOP_BUILDKIT_ADDR=" + o.buildkit,
+			"BYOP_REGISTRY_PREFIX=" + o.registry + "/byop",
+		},
+	})
 	if err != nil {
-		return nil, fmt.Errorf("-listen %q: %w", o.listen, err)
+		return nil, err
 	}
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "127.0.0.1"
-	}
-	b := &byop{
-		api:     "http://" + net.JoinHostPort(host, port),
-		pages:   "http://localhost:" + port,
-		logPath: filepath.Join(dir, "byop.log"),
-		secret:  config.Secret(rand.Text()),
-		http:    localhostClient(),
-		exited:  make(chan struct{}),
-	}
-	logFile, err := os.Create(b.logPath)
-	if err != nil {
-		return nil, fmt.Errorf("starting byop: %w", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, o.byop, "serve")
-	cmd.Env = append(withoutBYOP(os.Environ()),
-		"BYOP_WEBHOOK_SECRET="+b.secret.Reveal(),
-		"BYOP_LISTEN="+o.listen,
-		"BYOP_ROUTER_ADDR="+o.router,
-		"BYOP_DATA_DIR="+filepath.Join(dir, "byop"),
-		"BYOP_REPOSITORIES="+owner+"/*",
-		"BYOP_REDIS_ADDR="+o.redis,
-		"BYOP_REDIS_DB="+strconv.Itoa(o.redisDB),
-		"BYOP_BUILDKIT_ADDR="+o.buildkit,
-		"BYOP_REGISTRY_PREFIX="+o.registry+"/byop",
-	)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// byop gets its own process group, so that Ctrl-C in the terminal
-	// reaches only the demo, which closes the pull request before it stops
-	// byop with SIGTERM.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 45 * time.Second // byop gives running tasks 30s to finish
-	if err := cmd.Start(); err != nil {
-		cancel()
-		logFile.Close()
-		return nil, fmt.Errorf("starting %s: %w", o.byop, err)
-	}
-	b.cancel = cancel
-	go func() {
-		b.err = cmd.Wait()
-		logFile.Close()
-		close(b.exited)
-	}()
+	b.proc = proc
+	b.api = "http://" + proc.API()
+	b.pages = "http://localhost:" + portOf(proc.API())
 	return b, nil
 }
 
-// withoutBYOP drops the caller's own BYOP_* settings (a GitHub token, say)
-// from environ: the demo's byop runs with the demo's settings only.
-func withoutBYOP(environ []string) []string {
-	var out []string
-	for _, kv := range environ {
-		if !strings.HasPrefix(kv, "BYOP_") {
-			out = append(out, kv)
-		}
-	}
-	return out
-}
-
 // stop sends byop SIGTERM and waits until it has exited.
-func (b *byop) stop() error {
-	b.cancel()
-	<-b.exited
-	// Wait reports a clean exit after SIGTERM as the cancelled context.
-	if b.err != nil && !errors.Is(b.err, context.Canceled) {
-		return fmt.Errorf("byop exited: %w (log: %s)", b.err, b.logPath)
-	}
-	return nil
-}
-
-func (b *byop) waitHealthy(ctx context.Context, limit time.Duration) error {
-	return b.poll(ctx, 200*time.Millisecond, limit, "waiting for byop's /healthz", func() (bool, error) {
-		code, _, err := b.get(ctx, b.api+"/healthz")
-		return err == nil && code == http.StatusOK, nil
-	})
-}
+func (b *byop) stop() error { return b.proc.Stop() }
 
 // waitPreview waits until url serves the sample app, printing the build's
 // progress. A build that fails ends the wait with byop's reason and log.
 func (b *byop) waitPreview(ctx context.Context, url string, limit time.Duration, stdout io.Writer) error {
 	last := ""
-	return b.poll(ctx, time.Second, limit, "waiting for the preview "+url, func() (bool, error) {
+	return b.proc.Poll(ctx, time.Second, limit, "waiting for the preview "+url, func() (bool, error) {
 		if code, body, err := b.get(ctx, url); err == nil && code == http.StatusOK && strings.Contains(body, "Hello from a byop preview") {
 			return true, nil
 		}
@@ -170,7 +103,7 @@ func (b *byop) teardown(ctx context.Context, key previews.Key, closed []byte) er
 		return err
 	}
 	row := regexp.MustCompile(`<td>` + regexp.QuoteMeta(html.EscapeString(key.String())) + `</td><td class="state ` + string(previews.Closed) + `">`)
-	return b.poll(ctx, 500*time.Millisecond, time.Minute, "waiting for the preview to close", func() (bool, error) {
+	return b.proc.Poll(ctx, 500*time.Millisecond, time.Minute, "waiting for the preview to close", func() (bool, error) {
 		_, page, err := b.get(ctx, b.api+"/")
 		return err == nil && row.MatchString(page), nil
 	})
@@ -178,48 +111,12 @@ func (b *byop) teardown(ctx context.Context, key previews.Key, closed []byte) er
 
 // deliver POSTs a pull_request webhook to byop, signed as GitHub signs them.
 func (b *byop) deliver(ctx context.Context, body []byte) error {
-	mac := hmac.New(sha256.New, []byte(b.secret.Reveal()))
-	mac.Write(body)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.api+"/webhooks/github", bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("delivering the webhook: %w", err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-GitHub-Event", "pull_request")
-	req.Header.Set("X-GitHub-Delivery", "demo-"+rand.Text())
-	req.Header.Set(github.SHA256SignatureHeader, "sha256="+hex.EncodeToString(mac.Sum(nil)))
-	resp, err := b.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("delivering the webhook: %w", err)
-	}
-	defer resp.Body.Close()
-	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusAccepted || !bytes.HasPrefix(answer, []byte("queued")) {
-		return fmt.Errorf("delivering the webhook: byop answered %s %q, want it queued", resp.Status, bytes.TrimSpace(answer))
-	}
-	return nil
-}
-
-// poll calls check every interval until it is done or fails, byop exits,
-// ctx ends or limit passes.
-func (b *byop) poll(ctx context.Context, every, limit time.Duration, what string, check func() (bool, error)) error {
-	deadline := time.Now().Add(limit)
-	for {
-		if done, err := check(); done || err != nil {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: gave up after %s (byop's log: %s)", what, limit, b.logPath)
-		}
-		select {
-		case <-b.exited:
-			log, _ := os.ReadFile(b.logPath)
-			return fmt.Errorf("%s: byop exited (%v); the end of its log:\n%s", what, b.err, lastLines(string(log), 20))
-		case <-ctx.Done():
-			return fmt.Errorf("%s: %w", what, context.Cause(ctx))
-		case <-time.After(every):
-		}
-	}
+	return delivery.Deliver(ctx, b.http, b.api+"/webhooks/github", delivery.Webhook{
+		Event:     "pull_request",
+		ID:        "demo-" + rand.Text(),
+		Body:      body,
+		Signature: delivery.Sign([]byte(b.secret.Reveal()), body),
+	})
 }
 
 func (b *byop) get(ctx context.Context, url string) (int, string, error) {

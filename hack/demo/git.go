@@ -3,14 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
-	"net/http/cgi"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"time"
+
+	"github.com/byop-dev/byop/internal/githttp"
+	"github.com/byop-dev/byop/internal/gitrepo"
 )
 
 const dockerfile = `FROM %s
@@ -26,80 +22,40 @@ const indexHTML = `<!doctype html>
 <p>This page was built from a pull request by BuildKit and is served by docker compose behind byop's router.</p>
 `
 
-// gitEnv keeps git away from the machine's and the user's configuration
-// (signing, hooks, templates) and gives the commit a fixed author and date,
-// so the sample commit is the same on every run.
-func gitEnv() []string {
-	return []string{
-		"GIT_CONFIG_NOSYSTEM=1",
-		"GIT_CONFIG_GLOBAL=" + os.DevNull,
-		"GIT_TERMINAL_PROMPT=0",
-		"GIT_AUTHOR_NAME=byop demo", "GIT_AUTHOR_EMAIL=demo@byop.invalid", "GIT_AUTHOR_DATE=2024-01-01T00:00:00Z",
-		"GIT_COMMITTER_NAME=byop demo", "GIT_COMMITTER_EMAIL=demo@byop.invalid", "GIT_COMMITTER_DATE=2024-01-01T00:00:00Z",
-	}
-}
-
-// sampleRepo makes the sample app's repository in dir: one commit on the
-// pull request's branch, also under refs/pull/<n>/head as GitHub serves it.
-// It returns the commit's sha.
-func sampleRepo(ctx context.Context, dir, baseImage string) (string, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+// sampleRepo makes the sample app's repository under the git root: one
+// commit on the pull request's branch, also under refs/pull/<n>/head as
+// GitHub serves it. The commit has a fixed committer and date, so it is the
+// same on every run. It returns the commit's sha.
+func sampleRepo(ctx context.Context, root, baseImage string) (string, error) {
+	r, err := githttp.CreateRepo(ctx, root, owner+"/"+repo, branch)
+	if err != nil {
 		return "", fmt.Errorf("making the sample repository: %w", err)
 	}
-	files := map[string]string{"Dockerfile": fmt.Sprintf(dockerfile, baseImage), "index.html": indexHTML}
-	for name, body := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
-			return "", fmt.Errorf("making the sample repository: %w", err)
-		}
+	sha, err := r.Commit(ctx, gitrepo.Commit{
+		Ref:       "refs/heads/" + branch,
+		Message:   "Add a page served by busybox httpd",
+		When:      time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC),
+		Committer: "byop demo <demo@byop.invalid>",
+		Files: map[string][]byte{
+			"Dockerfile": fmt.Appendf(nil, dockerfile, baseImage),
+			"index.html": []byte(indexHTML),
+		},
+	})
+	if err != nil {
+		return "", fmt.Errorf("making the sample repository: %w", err)
 	}
-	var sha string
-	for _, args := range [][]string{
-		{"init", "-q", "-b", branch},
-		{"config", "uploadpack.allowAnySHA1InWant", "true"},
-		{"add", "Dockerfile", "index.html"},
-		{"commit", "-q", "-m", "Add a page served by busybox httpd"},
-		{"rev-parse", "HEAD"},
-	} {
-		out, err := git(ctx, dir, args...)
-		if err != nil {
-			return "", err
-		}
-		sha = out
-	}
-	if _, err := git(ctx, dir, "update-ref", fmt.Sprintf("refs/pull/%d/head", pr), sha); err != nil {
-		return "", err
+	if err := r.SetRef(ctx, fmt.Sprintf("refs/pull/%d/head", pr), sha); err != nil {
+		return "", fmt.Errorf("making the sample repository: %w", err)
 	}
 	return sha, nil
 }
 
-func git(ctx context.Context, dir string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "git", append([]string{"-C", dir}, args...)...)
-	cmd.Env = append(os.Environ(), gitEnv()...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, out)
-	}
-	return strings.TrimSpace(string(out)), nil
-}
-
 // serveGit serves the repositories under root over git's smart HTTP
-// protocol, with `git http-backend` as a CGI program, on a free loopback
-// port. It returns the server's base URL.
-func serveGit(root string) (string, func(), error) {
-	gitPath, err := exec.LookPath("git")
+// protocol, commits by sha too, as GitHub serves pull request heads.
+func serveGit(root string) (*githttp.Server, error) {
+	g, err := githttp.Start(root, githttp.Options{AnySHA1InWant: true})
 	if err != nil {
-		return "", nil, fmt.Errorf("the demo serves its sample repository with git: %w", err)
+		return nil, fmt.Errorf("the demo serves its sample repository with git: %w", err)
 	}
-	backend := &cgi.Handler{
-		Path: gitPath,
-		Args: []string{"http-backend"},
-		Env:  append([]string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}, gitEnv()...),
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, fmt.Errorf("listening for git: %w", err)
-	}
-	srv := &http.Server{Handler: backend, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
+	return g, nil
 }

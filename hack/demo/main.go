@@ -120,18 +120,21 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("flushing redis db %d at %s: %w", o.redisDB, o.redis, err)
 	}
 
-	sha, err := sampleRepo(ctx, filepath.Join(dir, "git", owner, repo), o.baseImage)
+	sha, err := sampleRepo(ctx, filepath.Join(dir, "git"), o.baseImage)
 	if err != nil {
 		return err
 	}
-	gitURL, stopGit, err := serveGit(filepath.Join(dir, "git"))
+	g, err := serveGit(filepath.Join(dir, "git"))
 	if err != nil {
 		return err
 	}
-	defer stopGit()
-	fmt.Fprintf(stdout, "demo: %s/%s#%d at %s, served by git http-backend at %s\n", owner, repo, pr, sha[:7], gitURL)
+	defer g.Close()
+	cloneURL := g.CloneURL(owner + "/" + repo)
+	fmt.Fprintf(stdout, "demo: %s/%s#%d at %s, served by git http-backend at %s\n", owner, repo, pr, sha[:7], cloneURL)
 
-	b, err := startByop(o, dir)
+	logPath := filepath.Join(dir, "byop.log")
+	fmt.Fprintf(stdout, "demo: byop is starting; its log: %s\n", logPath)
+	b, err := startByop(ctx, o, dir, logPath)
 	if err != nil {
 		return err
 	}
@@ -140,13 +143,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			fmt.Fprintln(stdout, "demo:", err)
 		}
 	}()
-	fmt.Fprintf(stdout, "demo: byop is starting; its log: %s\n", b.logPath)
-	if err := b.waitHealthy(ctx, 30*time.Second); err != nil {
-		return err
-	}
 
 	key := previews.Key{Owner: owner, Repo: repo, PR: pr}
-	ev := event{sha: sha, cloneURL: gitURL + "/" + owner + "/" + repo}
+	ev := event{sha: sha, cloneURL: cloneURL}
 	if err := b.deliver(ctx, ev.payload("opened")); err != nil {
 		return err
 	}
