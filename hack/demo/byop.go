@@ -160,6 +160,13 @@ func (e event) payload(action string) []byte {
 	if action == "closed" {
 		state = "closed"
 	}
+	repository := &github.Repository{
+		Name:     github.String(repo),
+		FullName: github.String(owner + "/" + repo),
+		Owner:    &github.User{Login: github.String(owner)},
+		CloneURL: github.String(e.cloneURL),
+		HTMLURL:  github.String(e.cloneURL),
+	}
 	ev := github.PullRequestEvent{
 		Action: github.String(action),
 		Number: github.Int(pr),
@@ -167,16 +174,13 @@ func (e event) payload(action string) []byte {
 			Number: github.Int(pr),
 			State:  github.String(state),
 			Title:  github.String("Add a page"),
-			Head:   &github.PullRequestBranch{SHA: github.String(e.sha), Ref: github.String(branch)},
-			Base:   &github.PullRequestBranch{Ref: github.String("main")},
+			User:   &github.User{Login: github.String(owner)},
+			// The head is a branch of the repository itself, not a
+			// fork's: byop builds it without a maintainer's /ok-to-test.
+			Head: &github.PullRequestBranch{SHA: github.String(e.sha), Ref: github.String(branch), Repo: repository},
+			Base: &github.PullRequestBranch{Ref: github.String("main"), Repo: repository},
 		},
-		Repo: &github.Repository{
-			Name:     github.String(repo),
-			FullName: github.String(owner + "/" + repo),
-			Owner:    &github.User{Login: github.String(owner)},
-			CloneURL: github.String(e.cloneURL),
-			HTMLURL:  github.String(e.cloneURL),
-		},
+		Repo:   repository,
 		Sender: &github.User{Login: github.String(owner)},
 	}
 	body, _ := json.Marshal(ev) // structs of strings and numbers: cannot fail

@@ -36,10 +36,12 @@ func TestByopQueuesTheDemoDeliveries(t *testing.T) {
 	for _, tc := range []struct {
 		action string
 		typ    string
-		want   string // a payload field the task must carry
+		want   []string // payload fields the task must carry
 	}{
-		{"opened", tasks.TypePreviewDeploy, `"sha":"` + sha + `"`},
-		{"closed", tasks.TypePreviewTeardown, `"pr":1`},
+		// The head comes from the repository itself: byop trusts it
+		// without a maintainer's /ok-to-test.
+		{"opened", tasks.TypePreviewDeploy, []string{`"sha":"` + sha + `"`, `"head_repo":"demo/sample-app"`}},
+		{"closed", tasks.TypePreviewTeardown, []string{`"pr":1`}},
 	} {
 		t.Run(tc.action, func(t *testing.T) {
 			secret := config.Secret("demo-test-secret")
@@ -58,8 +60,11 @@ func TestByopQueuesTheDemoDeliveries(t *testing.T) {
 			if len(q.tasks) != 1 || q.tasks[0].Type() != tc.typ {
 				t.Fatalf("queued %v, want one %s", q.tasks, tc.typ)
 			}
-			if p := string(q.tasks[0].Payload()); !strings.Contains(p, tc.want) || !strings.Contains(p, `"repo":"sample-app"`) {
-				t.Errorf("payload %s lacks %s or the repository", p, tc.want)
+			p := string(q.tasks[0].Payload())
+			for _, want := range append(tc.want, `"repo":"sample-app"`) {
+				if !strings.Contains(p, want) {
+					t.Errorf("payload %s lacks %s", p, want)
+				}
 			}
 		})
 	}
@@ -69,7 +74,12 @@ func TestDeployPayloadPointsAtTheLocalGitServer(t *testing.T) {
 	var p struct {
 		Number      int `json:"number"`
 		PullRequest struct {
-			Head struct{ SHA, Ref string } `json:"head"`
+			Head struct {
+				SHA, Ref string
+				Repo     struct {
+					FullName string `json:"full_name"`
+				} `json:"repo"`
+			} `json:"head"`
 		} `json:"pull_request"`
 		Repository struct {
 			FullName string `json:"full_name"`
@@ -79,7 +89,7 @@ func TestDeployPayloadPointsAtTheLocalGitServer(t *testing.T) {
 	if err := json.Unmarshal(event{sha: "abc", cloneURL: "http://127.0.0.1:9/demo/sample-app"}.payload("opened"), &p); err != nil {
 		t.Fatal(err)
 	}
-	if p.Number != 1 || p.PullRequest.Head.SHA != "abc" || p.PullRequest.Head.Ref != branch ||
+	if p.Number != 1 || p.PullRequest.Head.SHA != "abc" || p.PullRequest.Head.Ref != branch || p.PullRequest.Head.Repo.FullName != "demo/sample-app" ||
 		p.Repository.FullName != "demo/sample-app" || p.Repository.CloneURL != "http://127.0.0.1:9/demo/sample-app" {
 		t.Errorf("payload %+v", p)
 	}
