@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/byop-dev/byop/internal/delivery"
 )
 
 func TestQuantileIsNearestRank(t *testing.T) {
@@ -90,8 +92,8 @@ func TestCeilingChecksTheSignature(t *testing.T) {
 		name, sig string
 		want      int
 	}{
-		{"signed", sign([]byte("s3cret"), body), http.StatusAccepted},
-		{"wrong secret", sign([]byte("other"), body), http.StatusUnauthorized},
+		{"signed", delivery.Sign([]byte("s3cret"), body), http.StatusAccepted},
+		{"wrong secret", delivery.Sign([]byte("other"), body), http.StatusUnauthorized},
 		{"unsigned", "", http.StatusUnauthorized},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -132,20 +134,5 @@ func TestParseSizeReadsDockerUnits(t *testing.T) {
 	}
 	if _, err := parseSize("12"); err == nil {
 		t.Error("a size without a unit parsed")
-	}
-}
-
-func TestReadyWriterFindsTheListenLineAcrossWrites(t *testing.T) {
-	w := &readyWriter{want: "byop serving", found: make(chan string, 1)}
-	for _, chunk := range []string{"time=x msg=start\ntime=y msg=\"byop ser", "ving\" api=127.0.0.1:4000 router=127.0.0.1:4001\nmore\n"} {
-		w.Write([]byte(chunk))
-	}
-	select {
-	case line := <-w.found:
-		if field(line, "api") != "127.0.0.1:4000" || field(line, "router") != "127.0.0.1:4001" {
-			t.Errorf("addresses from %q: %q %q", line, field(line, "api"), field(line, "router"))
-		}
-	default:
-		t.Fatal("the listen line was not found")
 	}
 }

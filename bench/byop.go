@@ -4,44 +4,34 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/byop-dev/byop/internal/byopproc"
+	"github.com/byop-dev/byop/internal/delivery"
 	"github.com/byop-dev/byop/previews"
 )
 
 // byopProc is a running `byop serve`, started the way an operator starts
 // it: the binary, BYOP_* settings in its environment.
 type byopProc struct {
-	cmd     *exec.Cmd
-	api     string // host:port of the webhook receiver and pages
-	router  string // host:port of the preview router
-	secret  []byte
-	logPath string
-	redis   asynq.RedisClientOpt
-	http    *http.Client
-	exited  chan struct{}
-	err     error
+	*byopproc.Proc
+	secret []byte
+	redis  asynq.RedisClientOpt
+	http   *http.Client
 }
 
 // byopSettings are what a measure changes of byop's configuration.
@@ -71,98 +61,33 @@ func (b *bench) startByop(ctx context.Context, s byopSettings, before func(asynq
 	if s.concurrency == 0 {
 		s.concurrency = 4
 	}
-	p := &byopProc{
-		secret:  []byte(rand.Text()),
-		logPath: filepath.Join(s.dir, "byop.log"),
-		redis:   ropt,
-		http:    localClient(),
-		exited:  make(chan struct{}),
-	}
-	logFile, err := os.Create(p.logPath)
-	if err != nil {
-		return nil, fmt.Errorf("starting byop: %w", err)
-	}
-	ready := &readyWriter{want: "byop serving", found: make(chan string, 1)}
-	cmd := exec.Command(b.o.byop, "serve")
-	cmd.Env = append(withoutBYOP(os.Environ()),
-		"BYOP_WEBHOOK_SECRET="+string(p.secret),
-		"BYOP_LISTEN=127.0.0.1:0",
-		"BYOP_ROUTER_ADDR=127.0.0.1:0",
-		"BYOP_DATA_DIR="+filepath.Join(s.dir, "data"),
-		"BYOP_REPOSITORIES="+benchOwner+"/*",
-		"BYOP_REDIS_ADDR="+b.o.redis,
-		"BYOP_REDIS_DB="+strconv.Itoa(s.redisDB),
-		"BYOP_BUILDKIT_ADDR="+b.o.buildkit,
-		"BYOP_REGISTRY_PREFIX="+b.registryPrefix(),
-		"BYOP_CONCURRENCY="+strconv.Itoa(s.concurrency),
-		"BYOP_DEPLOY_TIMEOUT=1m",
-		"BYOP_LOG_LEVEL=info",
-	)
-	cmd.Env = append(cmd.Env, s.env...)
-	cmd.Stdout = logFile
-	cmd.Stderr = io.MultiWriter(logFile, ready)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("starting %s: %w", b.o.byop, err)
-	}
-	p.cmd = cmd
-	go func() {
-		p.err = cmd.Wait()
-		logFile.Close()
-		close(p.exited)
-	}()
-	select {
-	case line := <-ready.found:
-		p.api, p.router = field(line, "api"), field(line, "router")
-	case <-p.exited:
-		return nil, fmt.Errorf("byop exited at start: %v; the end of its log:\n%s", p.err, tail(p.logPath, 20))
-	case <-time.After(30 * time.Second):
-		p.stop()
-		return nil, fmt.Errorf("byop did not listen within 30s (log: %s)", p.logPath)
-	case <-ctx.Done():
-		p.stop()
-		return nil, ctx.Err()
-	}
-	if p.api == "" || p.router == "" {
-		p.stop()
-		return nil, fmt.Errorf("cannot read byop's addresses from its log (%s)", p.logPath)
-	}
-	err = poll(ctx, 10*time.Millisecond, 30*time.Second, "byop's /healthz", func() (bool, error) {
-		code, _, err := p.get(ctx, "http://"+p.api+"/healthz", "")
-		return err == nil && code == http.StatusOK, nil
+	secret := []byte(rand.Text())
+	proc, err := byopproc.Start(ctx, byopproc.Options{
+		Binary: b.o.byop,
+		Log:    filepath.Join(s.dir, "byop.log"),
+		Env: append([]string{
+			"BYOP_WEBHOOK_SECRET=" + string(secret),
+			"BYOP_LISTEN=127.0.0.1:0",
+			"BYOP_ROUTER_ADDR=127.0.0.1:0",
+			"BYOP_DATA_DIR=" + filepath.Join(s.dir, "data"),
+			"BYOP_REPOSITORIES=" + benchOwner + "/*",
+			"BYOP_REDIS_ADDR=" + b.o.redis,
+			"BYOP_REDIS_DB=" + strconv.Itoa(s.redisDB),
+			"BYOP_BUILDKIT_ADDR=" + b.o.buildkit,
+			"BYOP_REGISTRY_PREFIX=" + b.registryPrefix(),
+			"BYOP_CONCURRENCY=" + strconv.Itoa(s.concurrency),
+			"BYOP_DEPLOY_TIMEOUT=1m",
+			"BYOP_LOG_LEVEL=info",
+		}, s.env...),
 	})
 	if err != nil {
-		p.stop()
 		return nil, err
 	}
-	return p, nil
-}
-
-// stop sends byop SIGTERM and waits until it exits; byop gives running
-// tasks 30 seconds, so after 45 it is killed.
-func (p *byopProc) stop() error {
-	select {
-	case <-p.exited:
-		return p.err
-	default:
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(45 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.exited
-	}
-	var ee *exec.ExitError
-	if errors.As(p.err, &ee) && !ee.Exited() {
-		return fmt.Errorf("byop: %w", p.err) // killed
-	}
-	return p.err
+	return &byopProc{Proc: proc, secret: secret, redis: ropt, http: localClient()}, nil
 }
 
 // rss is byop's resident set size in bytes, from /proc.
-func (p *byopProc) rss() (int64, error) { return procRSS(p.cmd.Process.Pid) }
+func (p *byopProc) rss() (int64, error) { return procRSS(p.Pid()) }
 
 func procRSS(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -178,43 +103,14 @@ func procRSS(pid int) (int64, error) {
 	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }
 
-// sign returns the X-Hub-Signature-256 of body.
-func sign(secret, body []byte) string {
-	mac := hmac.New(sha256.New, secret)
-	mac.Write(body)
-	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
-}
-
-// deliver POSTs a signed delivery and returns byop's answer once it has
-// read the whole response.
-func (p *byopProc) deliver(ctx context.Context, event string, body []byte) (int, string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+p.api+"/webhooks/github", bytes.NewReader(body))
-	if err != nil {
-		return 0, "", err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-GitHub-Event", event)
-	req.Header.Set("X-GitHub-Delivery", "bench-"+rand.Text())
-	req.Header.Set("X-Hub-Signature-256", sign(p.secret, body))
-	resp, err := p.http.Do(req)
-	if err != nil {
-		return 0, "", fmt.Errorf("delivering %s: %w", event, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
-}
-
 // mustQueue delivers and fails unless byop queued the delivery.
 func (p *byopProc) mustQueue(ctx context.Context, event string, body []byte) error {
-	code, answer, err := p.deliver(ctx, event, body)
-	if err != nil {
-		return err
-	}
-	if code != http.StatusAccepted || !strings.HasPrefix(answer, "queued") {
-		return fmt.Errorf("delivering %s: byop answered %d %q, want it queued", event, code, strings.TrimSpace(answer))
-	}
-	return nil
+	return delivery.Deliver(ctx, p.http, "http://"+p.API()+"/webhooks/github", delivery.Webhook{
+		Event:     event,
+		ID:        "bench-" + rand.Text(),
+		Body:      body,
+		Signature: delivery.Sign(p.secret, body),
+	})
 }
 
 // get fetches url; host, if not "", is sent as the Host header (a preview
@@ -252,8 +148,8 @@ func previewHost(r *gitRepo, pr int) string {
 func (p *byopProc) waitServes(ctx context.Context, r *gitRepo, pr int, want string, limit time.Duration) (time.Time, error) {
 	host := previewHost(r, pr)
 	var at time.Time
-	err := p.poll(ctx, pollEvery, limit, "waiting for "+host+" to serve "+strconv.Quote(want), func() (bool, error) {
-		code, body, err := p.get(ctx, "http://"+p.router+"/", host)
+	err := p.Poll(ctx, pollEvery, limit, "waiting for "+host+" to serve "+strconv.Quote(want), func() (bool, error) {
+		code, body, err := p.get(ctx, "http://"+p.Router()+"/", host)
 		if err == nil && code == http.StatusOK && body == want {
 			at = time.Now()
 			return true, nil
@@ -272,7 +168,7 @@ const pollEvery = 5 * time.Millisecond
 func (p *byopProc) waitIdle(ctx context.Context, limit time.Duration) error {
 	in := asynq.NewInspector(p.redis)
 	defer in.Close()
-	return p.poll(ctx, 20*time.Millisecond, limit, "waiting for byop's queue to drain", func() (bool, error) {
+	return p.Poll(ctx, 20*time.Millisecond, limit, "waiting for byop's queue to drain", func() (bool, error) {
 		queues, err := in.Queues() // those that ever had a task
 		if err != nil {
 			return false, fmt.Errorf("listing queues: %w", err)
@@ -292,7 +188,7 @@ func (p *byopProc) waitIdle(ctx context.Context, limit time.Duration) error {
 
 // buildStates reads the states of byop's builds from its index page.
 func (p *byopProc) buildStates(ctx context.Context) (map[previews.State]int, error) {
-	code, page, err := p.get(ctx, "http://"+p.api+"/", "")
+	code, page, err := p.get(ctx, "http://"+p.API()+"/", "")
 	if err != nil || code != http.StatusOK {
 		return nil, fmt.Errorf("reading byop's index page: %d %v", code, err)
 	}
@@ -305,27 +201,6 @@ func (p *byopProc) buildStates(ctx context.Context) (map[previews.State]int, err
 }
 
 var stateCell = regexp.MustCompile(`<td class="state ([a-z]+)">`)
-
-// poll calls check every interval until it is done or fails, byop exits,
-// ctx ends or limit passes.
-func (p *byopProc) poll(ctx context.Context, every, limit time.Duration, what string, check func() (bool, error)) error {
-	deadline := time.Now().Add(limit)
-	for {
-		if done, err := check(); done || err != nil {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: gave up after %s (byop's log: %s)", what, limit, p.logPath)
-		}
-		select {
-		case <-p.exited:
-			return fmt.Errorf("%s: byop exited (%v); the end of its log:\n%s", what, p.err, tail(p.logPath, 20))
-		case <-ctx.Done():
-			return fmt.Errorf("%s: %w", what, ctx.Err())
-		case <-time.After(every):
-		}
-	}
-}
 
 // poll without a byop: calls check every interval until done, failed, ctx
 // ends or limit passes.
@@ -369,39 +244,6 @@ func flushRedis(ctx context.Context, opt asynq.RedisClientOpt) error {
 	return nil
 }
 
-// readyWriter watches byop's log for the line that says where it listens.
-type readyWriter struct {
-	want  string
-	found chan string
-	mu    sync.Mutex
-	buf   []byte
-	done  bool
-}
-
-func (w *readyWriter) Write(b []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.done {
-		return len(b), nil
-	}
-	w.buf = append(w.buf, b...)
-	for {
-		i := bytes.IndexByte(w.buf, '\n')
-		if i < 0 {
-			break
-		}
-		line := string(w.buf[:i])
-		w.buf = w.buf[i+1:]
-		if strings.Contains(line, w.want) {
-			w.done = true
-			w.buf = nil
-			w.found <- line
-			break
-		}
-	}
-	return len(b), nil
-}
-
 // field reads key=value from a slog text line.
 func field(line, key string) string {
 	for _, f := range strings.Fields(line) {
@@ -412,28 +254,9 @@ func field(line, key string) string {
 	return ""
 }
 
-func withoutBYOP(environ []string) []string {
-	var out []string
-	for _, kv := range environ {
-		if !strings.HasPrefix(kv, "BYOP_") {
-			out = append(out, kv)
-		}
-	}
-	return out
-}
-
-func tail(path string, n int) string {
-	b, _ := os.ReadFile(path)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
 // logLines returns byop's log from offset on, and the new offset.
 func (p *byopProc) logLines(offset int64) ([]string, int64) {
-	f, err := os.Open(p.logPath)
+	f, err := os.Open(p.LogPath())
 	if err != nil {
 		return nil, offset
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"errors"
@@ -16,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/byop-dev/byop/internal/delivery"
 )
 
 // loadResult is what an open-loop run saw.
@@ -104,15 +105,11 @@ func loadClient() *http.Client {
 
 // postDelivery sends one signed delivery with its own delivery ID and
 // drains the answer.
-func postDelivery(ctx context.Context, c *http.Client, url string, body []byte, sig, delivery string) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+func postDelivery(ctx context.Context, c *http.Client, url string, body []byte, sig, id string) (int, error) {
+	req, err := delivery.NewRequest(ctx, url, delivery.Webhook{Event: "pull_request", ID: id, Body: body, Signature: sig})
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-GitHub-Event", "pull_request")
-	req.Header.Set("X-GitHub-Delivery", delivery)
-	req.Header.Set("X-Hub-Signature-256", sig)
 	resp, err := c.Do(req)
 	if err != nil {
 		return 0, err
@@ -162,7 +159,7 @@ func ceilingHandler(secret []byte) http.Handler {
 			http.Error(w, "could not read the body", http.StatusBadRequest)
 			return
 		}
-		if !hmac.Equal([]byte(r.Header.Get("X-Hub-Signature-256")), []byte(sign(secret, body))) {
+		if !hmac.Equal([]byte(r.Header.Get("X-Hub-Signature-256")), []byte(delivery.Sign(secret, body))) {
 			http.Error(w, "bad signature", http.StatusUnauthorized)
 			return
 		}

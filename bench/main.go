@@ -25,6 +25,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/byop-dev/byop/internal/githttp"
 )
 
 // benchOwner owns every repository the bench creates; byop is configured
@@ -124,7 +126,7 @@ type bench struct {
 	dir      string
 	nonce    string // names this run's repositories, images and containers
 	log      io.Writer
-	git      *gitHost
+	git      *githttp.Server
 	payloads map[string][]byte
 	notes    []string // printed after the table
 }
@@ -173,10 +175,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		b.payloads[action] = raw
 	}
-	if b.git, err = startGitHost(filepath.Join(dir, "git")); err != nil {
-		return err
+	if b.git, err = githttp.Start(filepath.Join(dir, "git"), githttp.Options{AnySHA1InWant: true}); err != nil {
+		return fmt.Errorf("the bench serves its repositories with git: %w", err)
 	}
-	defer b.git.close()
+	defer b.git.Close()
 	defer b.cleanup()
 
 	machine := describeMachine(ctx, b)

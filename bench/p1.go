@@ -13,6 +13,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/byop-dev/byop/internal/delivery"
 	"github.com/byop-dev/byop/tasks"
 )
 
@@ -30,7 +31,7 @@ type p1Round struct {
 // against byop serve with real Redis, and against a bare net/http handler
 // that only checks the HMAC (the ceiling).
 func (b *bench) p1(ctx context.Context) ([]row, error) {
-	ingest := &gitRepo{owner: benchOwner, name: "ingest", cloneURL: b.git.url + "/" + benchOwner + "/ingest.git"}
+	ingest := &gitRepo{owner: benchOwner, name: "ingest", cloneURL: b.git.CloneURL(benchOwner + "/ingest")}
 	body, err := b.event("opened", ingest, 1347, "ec26c3e57ca3a959ca5aad62de7213c562f8c821", "changes")
 	if err != nil {
 		return nil, err
@@ -89,7 +90,7 @@ func (b *bench) p1Profile(ctx context.Context, body []byte, n int) error {
 		return err
 	}
 	url := "http://" + c.addr + "/webhooks/github"
-	sig := sign(secret, body)
+	sig := delivery.Sign(secret, body)
 	rr, err := b.p1Run(ctx, c.cmd.Process.Pid, n, func(ctx context.Context, cl *http.Client, i int) (int, error) {
 		return postDelivery(ctx, cl, url, body, sig, "profile-"+strconv.Itoa(i))
 	})
@@ -117,11 +118,11 @@ func (b *bench) p1Byop(ctx context.Context, round int, body []byte, n int) (p1Ro
 	if err != nil {
 		return p1Round{}, err
 	}
-	defer p.stop()
-	url := "http://" + p.api + "/webhooks/github"
-	sig := sign(p.secret, body)
+	defer p.Stop()
+	url := "http://" + p.API() + "/webhooks/github"
+	sig := delivery.Sign(p.secret, body)
 	prefix := fmt.Sprintf("bench-%s-p1-%d-", b.nonce, round)
-	rr, err := b.p1Run(ctx, p.cmd.Process.Pid, n, func(ctx context.Context, c *http.Client, i int) (int, error) {
+	rr, err := b.p1Run(ctx, p.Pid(), n, func(ctx context.Context, c *http.Client, i int) (int, error) {
 		return postDelivery(ctx, c, url, body, sig, prefix+strconv.Itoa(i))
 	})
 	if err != nil {
@@ -146,7 +147,7 @@ func (b *bench) p1Ceiling(ctx context.Context, body []byte, n int) (p1Round, err
 	}
 	defer c.stop()
 	url := "http://" + c.addr + "/webhooks/github"
-	sig := sign(secret, body)
+	sig := delivery.Sign(secret, body)
 	rr, err := b.p1Run(ctx, c.cmd.Process.Pid, n, func(ctx context.Context, cl *http.Client, i int) (int, error) {
 		return postDelivery(ctx, cl, url, body, sig, "ceiling-"+strconv.Itoa(i))
 	})

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/byop-dev/byop/internal/gitrepo"
 )
 
 // appDockerfile is the sample app: busybox httpd serving index.html, the
@@ -33,8 +35,8 @@ func (b *bench) p2(ctx context.Context) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer p.stop()
-	repo, err := b.git.create(ctx, benchOwner, "app-"+b.nonce)
+	defer p.Stop()
+	repo, err := b.createRepo(ctx, "app-"+b.nonce)
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +146,7 @@ func (b *bench) byopRound(ctx context.Context, p *byopProc, action string, repo 
 // byopDeliver points the pull request at sha, delivers action and waits
 // until the preview serves content, then until byop is idle again.
 func (b *bench) byopDeliver(ctx context.Context, p *byopProc, action string, repo *gitRepo, pr int, branch, sha, content string) (roundResult, error) {
-	if err := repo.setRef(ctx, fmt.Sprintf("refs/pull/%d/head", pr), sha); err != nil {
+	if err := repo.SetRef(ctx, fmt.Sprintf("refs/pull/%d/head", pr), sha); err != nil {
 		return roundResult{}, err
 	}
 	body, err := b.event(action, repo, pr, sha, branch)
@@ -170,7 +172,7 @@ func (b *bench) byopDeliver(ctx context.Context, p *byopProc, action string, rep
 
 // closePR delivers the pull request's closing and waits until byop is idle.
 func (b *bench) closePR(ctx context.Context, p *byopProc, repo *gitRepo, pr int, branch string) error {
-	sha, err := git(ctx, repo.dir, nil, "rev-parse", "refs/heads/"+branch)
+	sha, err := repo.Git(ctx, nil, "rev-parse", "refs/heads/"+branch)
 	if err != nil {
 		return err
 	}
@@ -185,7 +187,7 @@ func (b *bench) closePR(ctx context.Context, p *byopProc, repo *gitRepo, pr int,
 }
 
 func (p *byopProc) logSize() int64 {
-	fi, err := os.Stat(p.logPath)
+	fi, err := os.Stat(p.LogPath())
 	if err != nil {
 		return 0
 	}
@@ -212,7 +214,7 @@ func (b *bench) newFloor(ctx context.Context, repo *gitRepo, base string) (*floo
 	if err := os.WriteFile(script, floorScript, 0o755); err != nil {
 		return nil, err
 	}
-	if err := repo.setRef(ctx, "refs/heads/floor", base); err != nil {
+	if err := repo.SetRef(ctx, "refs/heads/floor", base); err != nil {
 		return nil, err
 	}
 	port, err := freePort()
@@ -238,7 +240,7 @@ func (f *floor) roundPhases(ctx context.Context, content string) (time.Duration,
 	image := f.b.registryPrefix() + "/floor:" + sha
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, "bash", f.script, f.repo.cloneURL, "floor", f.work, image, f.project, strconv.Itoa(f.port))
-	cmd.Env = append(append(os.Environ(), gitEnv()...), "BUILDKIT_HOST="+f.b.o.buildkit, "BUILDCTL="+f.b.o.buildctl)
+	cmd.Env = append(append(os.Environ(), gitrepo.Env()...), "BUILDKIT_HOST="+f.b.o.buildkit, "BUILDCTL="+f.b.o.buildctl)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return 0, nil, fmt.Errorf("floor.sh: %w: %s", err, oneLine(string(out), 400))

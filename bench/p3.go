@@ -28,11 +28,11 @@ func (b *bench) p3(ctx context.Context) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer p.stop()
+	defer p.Stop()
 	var cold, warm, coldBuild, warmBuild []time.Duration
 	var coldPhases, warmPhases []phaseTimes
 	for r := 0; r < b.o.p3Rounds; r++ {
-		repo, err := b.git.create(ctx, benchOwner, fmt.Sprintf("deps-%s-%d", b.nonce, r+1))
+		repo, err := b.createRepo(ctx, fmt.Sprintf("deps-%s-%d", b.nonce, r+1))
 		if err != nil {
 			return nil, err
 		}
@@ -45,7 +45,7 @@ func (b *bench) p3(ctx context.Context) ([]row, error) {
 			return nil, err
 		}
 		for _, br := range []string{"pr-1", "pr-2"} {
-			if err := repo.setRef(ctx, "refs/heads/"+br, base); err != nil {
+			if err := repo.SetRef(ctx, "refs/heads/"+br, base); err != nil {
 				return nil, err
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/byop-dev/byop/gitsrc"
+	"github.com/byop-dev/byop/internal/gitrepo"
 )
 
 // p4 is fetching a pull request head into byop's warm per-repository
@@ -21,7 +22,7 @@ import (
 // `git fetch` of the same ref into a warm clone, for a generated repository
 // of some 2,000 commits and 20 MB.
 func (b *bench) p4(ctx context.Context) ([]row, error) {
-	repo, err := b.git.create(ctx, benchOwner, "history-"+b.nonce)
+	repo, err := b.createRepo(ctx, "history-"+b.nonce)
 	if err != nil {
 		return nil, err
 	}
@@ -29,14 +30,14 @@ func (b *bench) p4(ctx context.Context) ([]row, error) {
 	if err := generateHistory(ctx, repo, b.o.p4Commits); err != nil {
 		return nil, err
 	}
-	size, _ := git(ctx, repo.dir, nil, "count-objects", "-vH")
+	size, _ := repo.Git(ctx, nil, "count-objects", "-vH")
 	b.logf("P4: generated %d commits in %s: %s", b.o.p4Commits, time.Since(t0).Round(time.Millisecond), oneLine(size, 200))
 
 	// Warm both: byop's cache receives the history once, the clone too.
 	cache := filepath.Join(b.dir, "p4", "cache")
 	steps := &fetchSteps{}
 	fetcher := gitsrc.New(cache, gitsrc.WithLogger(slog.New(steps)))
-	mainSHA, err := git(ctx, repo.dir, nil, "rev-parse", "refs/heads/main")
+	mainSHA, err := repo.Git(ctx, nil, "rev-parse", "refs/heads/main")
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +48,7 @@ func (b *bench) p4(ctx context.Context) ([]row, error) {
 	b.logf("P4: byop's cache warmed in %s", time.Since(t0).Round(time.Millisecond))
 	clone := filepath.Join(b.dir, "p4", "clone.git")
 	t0 = time.Now()
-	if _, err := git(ctx, "", nil, "clone", "--quiet", "--bare", repo.cloneURL, clone); err != nil {
+	if _, err := gitrepo.Run(ctx, "", nil, "clone", "--quiet", "--bare", repo.cloneURL, clone); err != nil {
 		return nil, err
 	}
 	b.logf("P4: git clone warmed in %s", time.Since(t0).Round(time.Millisecond))
@@ -95,19 +96,19 @@ func (b *bench) p4(ctx context.Context) ([]row, error) {
 			},
 			func() error {
 				start := time.Now()
-				if _, err := git(ctx, clone, nil, "fetch", "--quiet", "origin", ref); err != nil {
+				if _, err := gitrepo.Run(ctx, clone, nil, "fetch", "--quiet", "origin", ref); err != nil {
 					return err
 				}
 				d := time.Since(start)
 				// Context, not the comparison: the same fetch followed by
 				// a checkout of a work tree, which byop's fetch includes.
 				wt := filepath.Join(b.dir, "p4", "wt-"+strconv.Itoa(pr))
-				if _, err := git(ctx, clone, nil, "worktree", "add", "--quiet", "--detach", wt, sha); err != nil {
+				if _, err := gitrepo.Run(ctx, clone, nil, "worktree", "add", "--quiet", "--detach", wt, sha); err != nil {
 					return err
 				}
 				cli = append(cli, d)
 				cliCheckout = append(cliCheckout, time.Since(start))
-				git(ctx, clone, nil, "worktree", "remove", "--force", wt)
+				gitrepo.Run(ctx, clone, nil, "worktree", "remove", "--force", wt)
 				return nil
 			},
 		}
@@ -173,20 +174,24 @@ func (h *fetchSteps) last() (time.Duration, bool) {
 // commit of 1,000 files of 10 KB, then commits that each rewrite one file
 // with 5 KB, all incompressible, some 20 MB packed in all.
 func generateHistory(ctx context.Context, repo *gitRepo, n int) error {
-	var s bytes.Buffer
 	when := time.Now().Add(-time.Duration(n) * time.Minute)
 	first := map[string][]byte{}
 	for i := 0; i < 1000; i++ {
 		first[fmt.Sprintf("src/d%02d/f%04d.go", i%25, i)] = randomBytes(uint64(i), 10<<10)
 	}
-	fastCommit{ref: "refs/heads/main", mark: 1, when: when, files: first, msg: "import"}.write(&s, "")
+	commits := []gitrepo.Commit{{Ref: "refs/heads/main", When: when, Files: first, Message: "import", Committer: committer}}
 	for c := 2; c <= n; c++ {
 		i := c * 7919 % 1000
-		files := map[string][]byte{fmt.Sprintf("src/d%02d/f%04d.go", i%25, i): randomBytes(uint64(c)<<20, 5<<10)}
-		fastCommit{ref: "refs/heads/main", mark: c, when: when.Add(time.Duration(c) * time.Minute), files: files, msg: "change " + strconv.Itoa(c)}.write(&s, ":"+strconv.Itoa(c-1))
+		commits = append(commits, gitrepo.Commit{
+			Ref:       "refs/heads/main",
+			Parent:    ":" + strconv.Itoa(c-1), // the commit before, in this import
+			When:      when.Add(time.Duration(c) * time.Minute),
+			Files:     map[string][]byte{fmt.Sprintf("src/d%02d/f%04d.go", i%25, i): randomBytes(uint64(c)<<20, 5<<10)},
+			Message:   "change " + strconv.Itoa(c),
+			Committer: committer,
+		})
 	}
-	s.WriteString("done\n")
-	if _, err := git(ctx, repo.dir, &s, "fast-import", "--quiet", "--done"); err != nil {
+	if _, err := repo.Import(ctx, commits); err != nil {
 		return fmt.Errorf("generating history: %w", err)
 	}
 	return nil

@@ -21,9 +21,9 @@ func (b *bench) p5(ctx context.Context) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer p.stop()
+	defer p.Stop()
 	n := b.o.p5Previews
-	repo, err := b.git.create(ctx, benchOwner, "many-"+b.nonce)
+	repo, err := b.createRepo(ctx, "many-"+b.nonce)
 	if err != nil {
 		return nil, err
 	}
@@ -50,7 +50,7 @@ func (b *bench) p5(ctx context.Context) ([]row, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := repo.setRef(ctx, fmt.Sprintf("refs/pull/%d/head", pr), sha); err != nil {
+		if err := repo.SetRef(ctx, fmt.Sprintf("refs/pull/%d/head", pr), sha); err != nil {
 			return nil, err
 		}
 		body, err := b.event("opened", repo, pr, sha, br)
@@ -111,7 +111,7 @@ func (b *bench) p5(ctx context.Context) ([]row, error) {
 			func() error {
 				d, err := latencies(ctx, via, b.o.p5Requests, func(i int) (string, string, string) {
 					pr := i%n + 1
-					return "http://" + p.router + "/", previewHost(repo, pr), content(pr)
+					return "http://" + p.Router() + "/", previewHost(repo, pr), content(pr)
 				})
 				viaP50, viaP99 = append(viaP50, d.quantile(0.5)), append(viaP99, d.quantile(0.99))
 				return err
