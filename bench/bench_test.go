@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -134,5 +135,28 @@ func TestParseSizeReadsDockerUnits(t *testing.T) {
 	}
 	if _, err := parseSize("12"); err == nil {
 		t.Error("a size without a unit parsed")
+	}
+}
+
+func TestInTurnSwapsTheOrderEveryOtherRoundAndStopsAtAnError(t *testing.T) {
+	var order []string
+	runs := func() []func() error {
+		return []func() error{
+			func() error { order = append(order, "byop"); return nil },
+			func() error { order = append(order, "floor"); return nil },
+		}
+	}
+	for r := range 3 {
+		if err := inTurn(r, runs()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := strings.Join(order, " "); got != "byop floor floor byop byop floor" {
+		t.Errorf("order %q, want byop first in even rounds, the floor first in odd ones", got)
+	}
+	order = nil
+	failing := []func() error{func() error { return errors.New("boom") }, runs()[1]}
+	if err := inTurn(0, failing); err == nil || len(order) != 0 {
+		t.Errorf("inTurn = %v with %v run, want the error and nothing after it", err, order)
 	}
 }

@@ -41,3 +41,21 @@ func (r *gitRepo) commit(ctx context.Context, ref, parent string, files map[stri
 	}
 	return sha, nil
 }
+
+// sampleApp creates repository name with the sample app (appDockerfile on
+// the bench's base image, serving "main") on main, and returns it with that
+// commit's sha.
+func (b *bench) sampleApp(ctx context.Context, name string) (*gitRepo, string, error) {
+	repo, err := b.createRepo(ctx, name)
+	if err != nil {
+		return nil, "", err
+	}
+	base, err := repo.commit(ctx, "refs/heads/main", "", map[string][]byte{
+		"Dockerfile": fmt.Appendf(nil, appDockerfile, b.o.baseImage),
+		"index.html": []byte("main\n"),
+	}, "sample app")
+	if err != nil {
+		return nil, "", err
+	}
+	return repo, base, nil
+}

@@ -230,6 +230,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// inTurn runs round r's two runs, byop's and its comparison's, swapping
+// their order every other round so that neither always runs first (on a
+// warmer or a more loaded machine).
+func inTurn(r int, runs []func() error) error {
+	if r%2 == 1 {
+		runs = []func() error{runs[1], runs[0]}
+	}
+	for _, f := range runs {
+		if err := f(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func oneLine(s string, n int) string {
 	s = strings.Join(strings.Fields(s), " ")
 	if len(s) > n {

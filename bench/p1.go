@@ -56,13 +56,8 @@ func (b *bench) p1(ctx context.Context) ([]row, error) {
 				return err
 			},
 		}
-		if r%2 == 1 {
-			runs[0], runs[1] = runs[1], runs[0]
-		}
-		for _, f := range runs {
-			if err := f(); err != nil {
-				return nil, err
-			}
+		if err := inTurn(r, runs); err != nil {
+			return nil, err
 		}
 	}
 	if b.o.cpuProfile != "" && b.o.cpuProfileMeasure == "P1" {

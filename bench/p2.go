@@ -36,14 +36,7 @@ func (b *bench) p2(ctx context.Context) ([]row, error) {
 		return nil, err
 	}
 	defer p.Stop()
-	repo, err := b.createRepo(ctx, "app-"+b.nonce)
-	if err != nil {
-		return nil, err
-	}
-	base, err := repo.commit(ctx, "refs/heads/main", "", map[string][]byte{
-		"Dockerfile": fmt.Appendf(nil, appDockerfile, b.o.baseImage),
-		"index.html": []byte("main\n"),
-	}, "sample app")
+	repo, base, err := b.sampleApp(ctx, "app-"+b.nonce)
 	if err != nil {
 		return nil, err
 	}
@@ -91,13 +84,8 @@ func (b *bench) p2(ctx context.Context) ([]row, error) {
 				return nil
 			},
 		}
-		if r%2 == 1 {
-			runs[0], runs[1] = runs[1], runs[0]
-		}
-		for _, f := range runs {
-			if err := f(); err != nil {
-				return nil, err
-			}
+		if err := inTurn(r, runs); err != nil {
+			return nil, err
 		}
 	}
 	if err := b.closePR(ctx, p, repo, pr, branch); err != nil {

@@ -112,13 +112,8 @@ func (b *bench) p4(ctx context.Context) ([]row, error) {
 				return nil
 			},
 		}
-		if r%2 == 1 {
-			runs[0], runs[1] = runs[1], runs[0]
-		}
-		for _, f := range runs {
-			if err := f(); err != nil {
-				return nil, err
-			}
+		if err := inTurn(r, runs); err != nil {
+			return nil, err
 		}
 		b.logf("P4: round %d: byop %s (fetch %s), git fetch %s, git fetch+checkout %s", pr, fmtDur(byop[r].Seconds()), fmtDur(byopFetch[r].Seconds()), fmtDur(cli[r].Seconds()), fmtDur(cliCheckout[r].Seconds()))
 	}

@@ -23,14 +23,7 @@ func (b *bench) p5(ctx context.Context) ([]row, error) {
 	}
 	defer p.Stop()
 	n := b.o.p5Previews
-	repo, err := b.createRepo(ctx, "many-"+b.nonce)
-	if err != nil {
-		return nil, err
-	}
-	base, err := repo.commit(ctx, "refs/heads/main", "", map[string][]byte{
-		"Dockerfile": fmt.Appendf(nil, appDockerfile, b.o.baseImage),
-		"index.html": []byte("main\n"),
-	}, "sample app")
+	repo, base, err := b.sampleApp(ctx, "many-"+b.nonce)
 	if err != nil {
 		return nil, err
 	}
@@ -125,13 +118,8 @@ func (b *bench) p5(ctx context.Context) ([]row, error) {
 				return err
 			},
 		}
-		if r%2 == 1 {
-			runs[0], runs[1] = runs[1], runs[0]
-		}
-		for _, f := range runs {
-			if err := f(); err != nil {
-				return nil, err
-			}
+		if err := inTurn(r, runs); err != nil {
+			return nil, err
 		}
 	}
 	v99, d99 := summarizeDurations(viaP99), summarizeDurations(dirP99)
