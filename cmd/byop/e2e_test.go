@@ -45,7 +45,9 @@ type stack struct {
 	logs   *syncBuffer
 }
 
-func startStack(t *testing.T, changes ...func(*config.Config)) *stack {
+// startStack starts byop on the real services. changes may adjust its
+// settings and the fake GitHub before it starts.
+func startStack(t *testing.T, changes ...func(*config.Config, *forgetest.Server)) *stack {
 	t.Helper()
 	redisAddr := testenv.Redis(t)
 	bk := testenv.BuildKit(t)
@@ -53,7 +55,6 @@ func startStack(t *testing.T, changes ...func(*config.Config)) *stack {
 	testenv.Docker(t)
 
 	gh := forgetest.NewServer(t)
-	git := gittest.NewServer(t, gittest.WithToken(gh.Token()))
 
 	cfg := config.Default()
 	cfg.Listen = "127.0.0.1:0"
@@ -71,8 +72,22 @@ func startStack(t *testing.T, changes ...func(*config.Config)) *stack {
 	cfg.DeployTimeout = time.Minute
 	cfg.LogLevel = "debug"
 	for _, change := range changes {
-		change(&cfg)
+		change(&cfg, gh)
 	}
+	// The git host wants what GitHub would: the token, or as a GitHub App,
+	// an installation token the App was issued.
+	gitAuth := gittest.WithToken(gh.Token())
+	if cfg.GitHubAppID != 0 {
+		gitAuth = gittest.WithPassword(func(pass string) bool {
+			for _, tok := range gh.InstallationTokens() {
+				if tok.Token == pass && time.Now().Before(tok.ExpiresAt) {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	git := gittest.NewServer(t, gitAuth)
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/byop-dev/byop/config"
 	"github.com/byop-dev/byop/forge"
+	"github.com/byop-dev/byop/forge/forgetest"
 	"github.com/byop-dev/byop/internal/sshtest"
 	"github.com/byop-dev/byop/internal/testenv"
 )
@@ -37,7 +38,7 @@ func TestPreviewOnSSHHost(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			vps := sshtest.Start(t, sshd)
-			s := startStack(t, func(c *config.Config) {
+			s := startStack(t, func(c *config.Config, _ *forgetest.Server) {
 				c.PreviewHosts = []config.PreviewHost{tt.host(vps)}
 				c.SSHKeyFile = vps.ClientKeyFile
 			})

@@ -26,7 +26,16 @@ type Option func(*Server)
 // WithToken makes the server require HTTP basic auth whose password is
 // token (any user name); other requests get 401.
 func WithToken(token string) Option {
-	return func(s *Server) { s.token = token }
+	return WithPassword(func(pass string) bool {
+		return subtle.ConstantTimeCompare([]byte(pass), []byte(token)) == 1
+	})
+}
+
+// WithPassword makes the server require HTTP basic auth whose password
+// valid accepts, for tokens that change (a GitHub App's installation
+// tokens); other requests get 401.
+func WithPassword(valid func(password string) bool) Option {
+	return func(s *Server) { s.valid = valid }
 }
 
 // WithoutAnySHA1InWant makes the server refuse to serve commits that no ref
@@ -53,7 +62,7 @@ type Request struct {
 // Server is a smart-HTTP git host.
 type Server struct {
 	root    string
-	token   string
+	valid   func(password string) bool // nil: no auth required
 	anySHA1 bool
 	srv     *httptest.Server
 
@@ -89,7 +98,7 @@ func (s *Server) handler(next http.Handler) http.Handler {
 			s.requests = append(s.requests, rec)
 			s.mu.Unlock()
 		}()
-		if s.token != "" && (!ok || subtle.ConstantTimeCompare([]byte(pass), []byte(s.token)) != 1) {
+		if s.valid != nil && (!ok || !s.valid(pass)) {
 			cw.Header().Set("WWW-Authenticate", `Basic realm="gittest"`)
 			http.Error(cw, "authentication required", http.StatusUnauthorized)
 			return
