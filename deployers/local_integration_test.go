@@ -201,9 +201,12 @@ func newFixture(t *testing.T, compose []string, opts ...deployers.LocalOption) f
 	return f
 }
 
-func (f fixture) spec(image, revision string) deployers.Spec {
+func (f fixture) spec(image, revision string) deployers.Spec { return testSpec(f.project, image, revision) }
+
+// testSpec is a preview of the test app (port 8080) at revision.
+func testSpec(project, image, revision string) deployers.Spec {
 	return deployers.Spec{
-		Project:  f.project,
+		Project:  project,
 		Image:    image,
 		Revision: revision,
 		Port:     8080,

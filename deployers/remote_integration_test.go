@@ -64,13 +64,7 @@ func newRemoteFixture(t *testing.T, configure func(*deployers.Host, *sshtest.Ser
 }
 
 func (f remoteFixture) spec(image, revision string) deployers.Spec {
-	return deployers.Spec{
-		Project:  f.project,
-		Image:    image,
-		Revision: revision,
-		Port:     8080,
-		Labels:   map[string]string{"byop.repo": "acme/web", "byop.pr": "2", "byop.sha": revision},
-	}
+	return testSpec(f.project, image, revision)
 }
 
 func TestRemoteDeploysOverSSHThenRetiresAndTearsDown(t *testing.T) {
