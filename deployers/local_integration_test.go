@@ -201,7 +201,9 @@ func newFixture(t *testing.T, compose []string, opts ...deployers.LocalOption) f
 	return f
 }
 
-func (f fixture) spec(image, revision string) deployers.Spec { return testSpec(f.project, image, revision) }
+func (f fixture) spec(image, revision string) deployers.Spec {
+	return testSpec(f.project, image, revision)
+}
 
 // testSpec is a preview of the test app (port 8080) at revision.
 func testSpec(project, image, revision string) deployers.Spec {
