@@ -303,9 +303,7 @@ func TestDeployRefusesAnImageOfAnotherRevision(t *testing.T) {
 			if ups := commandsNamed(r.recorded(), "up"); len(ups) != 0 {
 				t.Errorf("compose up ran: %q", ups)
 			}
-			if _, err := os.Stat(filepath.Join(l.dir, s.Project+".compose.yml")); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("compose file left behind: %v", err)
-			}
+			noComposeFile(t, l, s.Project, "compose file left behind")
 		})
 	}
 }
@@ -334,9 +332,7 @@ func TestDeployRemovesARevisionThatNeverAnswers(t *testing.T) {
 	if rms := commandsNamed(r.recorded(), "rm"); len(rms) != 1 || slices.Contains(rms[0], "old") {
 		t.Errorf("rm calls = %q, want one removing the new revision only", rms)
 	}
-	if _, err := os.Stat(filepath.Join(l.dir, s.Project+".compose.yml")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("failed revision left in compose file: %v", err)
-	}
+	noComposeFile(t, l, s.Project, "failed revision left in compose file")
 }
 
 func TestDeployRemovesWhatItStartedWhenComposeFails(t *testing.T) {
@@ -347,9 +343,7 @@ func TestDeployRemovesWhatItStartedWhenComposeFails(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "up failed") {
 		t.Fatalf("Deploy() error = %v, want compose's failure", err)
 	}
-	if _, err := os.Stat(filepath.Join(l.dir, s.Project+".compose.yml")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("failed revision left in compose file: %v", err)
-	}
+	noComposeFile(t, l, s.Project, "failed revision left in compose file")
 }
 
 func TestDeployRetriesAfterACrashBetweenWritingTheFileAndStarting(t *testing.T) {
@@ -515,5 +509,13 @@ func TestNewLocalRejectsBadOptions(t *testing.T) {
 	}
 	if _, err := NewLocal(t.TempDir(), WithHealthTimeout(0)); err == nil {
 		t.Error("NewLocal with a zero health timeout succeeded")
+	}
+}
+
+// noComposeFile fails the test if project's compose file exists.
+func noComposeFile(t *testing.T, l *Local, project, what string) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(l.dir, project+".compose.yml")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s: %v", what, err)
 	}
 }
